@@ -84,3 +84,66 @@ def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
         while chunk := handle.read(chunk_bytes):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class CacheEntry:
+    """One stage artifact in the content-addressed cache:
+    ``<cache_dir>/<stage>/<key>/`` with its files and a ``manifest.json``.
+
+    The manifest is written last and lists the SHA-256 of every file, so an entry
+    is either sealed and verified, or treated as absent: a crash mid-write or a
+    corrupted file (checked on every ``valid()``) means "recompute", never
+    "use silently". Files other than the manifest may be written (atomically)
+    before sealing, e.g. a training checkpoint that a resumed run picks up.
+    """
+
+    MANIFEST = "manifest.json"
+
+    def __init__(self, stage: str, key: str, root: Path | None = None) -> None:
+        self.stage = stage
+        self.key = key
+        self.path = (root or cache_dir()) / stage / key
+
+    def file(self, name: str) -> Path:
+        """Path of one file of the entry (the directory is created)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self.path / name
+
+    def manifest(self) -> dict[str, Any] | None:
+        """The manifest, or None when the entry is not sealed or unreadable."""
+        try:
+            return json.loads((self.path / self.MANIFEST).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def valid(self) -> bool:
+        """True if sealed and every listed file has its recorded SHA-256."""
+        manifest = self.manifest()
+        if manifest is None:
+            return False
+        try:
+            return all(sha256_file(self.path / name) == digest
+                       for name, digest in manifest["files"].items())
+        except (OSError, KeyError, TypeError):
+            return False
+
+    def seal(self, files: list[str], info: dict[str, Any] | None = None) -> None:
+        """Record the files' checksums (and ``info``) in the manifest."""
+        manifest = {
+            "stage": self.stage,
+            "key": self.key,
+            "files": {name: sha256_file(self.path / name) for name in files},
+            "info": info or {},
+        }
+        write_text(self.path / self.MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+
+    def unseal(self) -> None:
+        """Forget the manifest (the entry becomes invalid; files stay)."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.path / self.MANIFEST).unlink()
+
+    def clear(self) -> None:
+        """Remove the whole entry."""
+        import shutil
+
+        shutil.rmtree(self.path, ignore_errors=True)

@@ -1,0 +1,19 @@
+# The README's two commands. Both install into the Python that runs them
+# (pip install -e is a no-op when the requirements are already satisfied).
+PYTHON ?= python3
+
+.PHONY: demo test lint bench
+
+demo:
+	$(PYTHON) -m pip install -q -e .
+	fedsim scenario scenarios/mobile.yaml
+
+test:
+	$(PYTHON) -m pip install -q -e ".[dev]"
+	$(PYTHON) -m pytest
+
+lint:
+	$(PYTHON) -m ruff check fedsim tests
+
+bench:
+	fedsim bench --json

@@ -1,0 +1,206 @@
+"""The ``fedsim`` command line: a thin shell over the Python API.
+
+Exit status: 0 success; 2 bad input (scenario, data, arguments) with a message
+naming the file, the key path and what was expected; 1 anything else.
+Tracebacks are printed only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from fedsim.errors import InputError
+
+log = logging.getLogger("fedsim")
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises InputError instead of exiting, so main() decides."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise InputError(f"{self.prog}: {message}")
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(prog="fedsim", description=__doc__.splitlines()[0])
+    _add_common(parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_ArgumentParser)
+
+    run = sub.add_parser("scenario", help="run a scenario and write its report")
+    _add_common(run)
+    run.add_argument("path", type=Path, help="scenario YAML file")
+    run.add_argument("--out", type=Path, help="output directory (default reports/<name>/)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a scenario value, e.g. system.clients.uplink='2 Mbps' (repeatable)")
+    run.add_argument("--rounds", type=int, help="override rounds.max")
+    run.add_argument("--methods", help="comma-separated subset of the scenario's methods")
+    run.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override device")
+    run.add_argument("--force", action="store_true", help="recompute every stage, ignoring the cache")
+
+    val = sub.add_parser("validate", help="check a scenario (or a study) without running it")
+    _add_common(val)
+    val.add_argument("path", type=Path)
+    val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    sweep = sub.add_parser("sweep", help="run a parameter study")
+    _add_common(sweep)
+    sweep.add_argument("path", type=Path, help="study YAML file")
+    sweep.add_argument("--out", type=Path, help="output directory (default reports/<study name>/)")
+    sweep.add_argument("--executor", choices=["local", "ray"], default="local")
+    sweep.add_argument("--address", help="Ray cluster address (auto or HOST:PORT); default: start a local Ray")
+    sweep.add_argument("--workers", type=int, help="local executor: number of worker processes")
+    sweep.add_argument("--plan", action="store_true", help="print the plan (stages to run, cached, estimate) and exit")
+
+    data = sub.add_parser("data", help="datasets: fetch and inspect")
+    _add_common(data)
+    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_ArgumentParser)
+    fetch = data_sub.add_parser("fetch", help="download (or import) a dataset into the cache")
+    _add_common(fetch)
+    fetch.add_argument("name", help="mnist or fashion-mnist")
+    fetch.add_argument("--from", dest="from_dir", type=Path, help="directory holding the four IDX files")
+    fetch.add_argument("--force", action="store_true", help="fetch again even if cached")
+    info = data_sub.add_parser("info", help="counts, checksum, source and path of a cached dataset")
+    _add_common(info)
+    info.add_argument("name")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+
+    bench = sub.add_parser("bench", help="measure the performance figures")
+    _add_common(bench)
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument("--only", help="comma-separated subset: learn,pretrain,system,sweep")
+    return parser
+
+
+def _cmd_scenario(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from fedsim import config, pipeline
+
+    overrides = list(args.overrides)
+    if args.rounds is not None:
+        overrides.append(f"rounds.max={args.rounds}")
+    if args.device is not None:
+        overrides.append(f"device={args.device}")
+    scenario = config.load(args.path, overrides=overrides)
+    if args.methods:
+        scenario = config.select_methods(scenario, [m.strip() for m in args.methods.split(",")])
+    result = pipeline.run(scenario, out_dir=args.out, base_dir=args.path.resolve().parent,
+                          force=args.force, progress=not args.quiet, command=["fedsim", *argv])
+    if not args.quiet:
+        print(pipeline.summary_line(result))
+    print(f"report written to {result.out_dir}/ (summary.md, report.pdf, metrics.csv, rounds.csv)")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from fedsim import config
+
+    raw = config.read_yaml(args.path)
+    if isinstance(raw, dict) and "study" in raw:
+        from fedsim import study
+
+        plan = study.load(args.path)
+        print(f"{args.path}: valid study '{plan.name}' with {len(plan.cells)} cells")
+        return 0
+    scenario = config.load(args.path, overrides=args.overrides)
+    print(f"{args.path}: valid scenario '{scenario.name}' with methods "
+          f"{', '.join(scenario.methods)}; {scenario.rounds.max} rounds max; targets "
+          f"{', '.join(f'{t:g}' for t in scenario.targets)}")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from fedsim import study
+
+    spec = study.load(args.path)
+    if args.plan:
+        print(study.plan(spec).describe())
+        return 0
+    result = study.run(spec, out_dir=args.out, executor=args.executor, address=args.address,
+                       workers=args.workers, progress=not args.quiet)
+    print(f"sweep written to {result.out_dir}/ (sweep.csv, report.pdf, summary.md)")
+    return 0 if not result.failed else 1
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from fedsim import data
+
+    if args.data_command == "fetch":
+        dataset = data.fetch(args.name, from_dir=args.from_dir, force=args.force)
+        print(f"{dataset.name}: {len(dataset.train_labels)} train / {len(dataset.test_labels)} test "
+              f"images from {dataset.source} -> {dataset.path}")
+        return 0
+    facts = data.info(args.name)
+    if args.json:
+        print(json.dumps(facts, indent=2, sort_keys=True))
+    else:
+        for key, value in facts.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from fedsim import bench
+
+    only = [s.strip() for s in args.only.split(",")] if args.only else None
+    figures = bench.run(only=only, progress=not (args.quiet or args.json))
+    if args.json:
+        print(json.dumps(figures, indent=2, sort_keys=True))
+    else:
+        for key, value in figures.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+_COMMANDS = {
+    "validate": _cmd_validate,
+    "sweep": _cmd_sweep,
+    "data": _cmd_data,
+    "bench": _cmd_bench,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fedsim`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    quiet = "--quiet" in argv
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s" if debug else "%(message)s",
+        force=True,
+    )
+    # fedsim's own loggers speak at INFO (a line per stage); libraries stay quiet.
+    log.setLevel(logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO))
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "scenario":
+            return _cmd_scenario(args, argv)
+        return _COMMANDS[args.command](args)
+    except InputError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished stages and checkpoints are kept; run again to resume",
+              file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 -- the CLI's last line of defence
+        if debug:
+            raise
+        print(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""A plain FedAvg trainer: one ``nn.Module``, one client after another.
+
+The specification that `fedsim.learn.federated.train` must match (the tests
+hold the two within 1e-4) and the baseline of the speed benchmark. Nothing here
+is clever on purpose: autograd, ``torch.optim.SGD``, ``F.cross_entropy``, the
+same shuffles (`epoch_permutations`, `client_batches`) and participation rule,
+and an average accumulated in float64 in a Python loop.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fedsim.learn.federated import (
+    ClientData,
+    OnRound,
+    Participation,
+    client_batches,
+    epoch_permutations,
+    participants,
+)
+from fedsim.learn.masks import Mask
+from fedsim.learn.model import LENET_SIZES, Params, as_inputs
+from fedsim.learn.spec import FLConfig
+from fedsim.learn.trace import RoundRecord, TrainingTrace, TrainState
+
+
+class LeNet(nn.Module):
+    """LeNet-300-100 as ``nn.Linear`` layers (ReLU, ReLU, logits)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        sizes = LENET_SIZES
+        self.linears = nn.ModuleList(nn.Linear(i, o) for i, o in itertools.pairwise(sizes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        for i, linear in enumerate(self.linears):
+            x = linear(x)
+            if i < len(self.linears) - 1:
+                x = F.relu(x)
+        return x
+
+    @torch.no_grad()
+    def load(self, params: Params) -> LeNet:
+        """Copy ``params`` in (``nn.Linear`` stores the transposed weight)."""
+        for linear, w, b in zip(self.linears, params.weights, params.biases, strict=True):
+            linear.weight.copy_(w.t())
+            linear.bias.copy_(b)
+        return self
+
+    @torch.no_grad()
+    def params(self) -> Params:
+        return Params(
+            tuple(lin.weight.t().clone().contiguous() for lin in self.linears),
+            tuple(lin.bias.clone() for lin in self.linears),
+        )
+
+
+def local_train(
+    model: LeNet, clients: ClientData, client_id: int, masks: list[Tensor], cfg: FLConfig, *, seed: int, round_num: int
+) -> int:
+    """Client ``client_id``'s local SGD of round ``round_num`` on ``model``, in place.
+
+    ``masks`` are the layers' masks transposed to ``nn.Linear``'s layout. Returns
+    the number of steps taken.
+    """
+    rows = clients.client_indices[client_id]
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr)
+    perms = epoch_permutations(seed, client_id, round_num, rows.size, cfg.local_epochs)
+    steps = 0
+    for batch in client_batches(perms, cfg.batch_size):
+        index = torch.from_numpy(rows[batch])
+        loss = F.cross_entropy(model(clients.inputs[index]), clients.labels[index])
+        optimizer.zero_grad()
+        loss.backward()
+        for linear, m in zip(model.linears, masks, strict=True):
+            linear.weight.grad.mul_(m)
+        optimizer.step()
+        with torch.no_grad():
+            for linear, m in zip(model.linears, masks, strict=True):
+                linear.weight.mul_(m)
+        steps += 1
+    return steps
+
+
+def train_reference(
+    init: Params,
+    mask: Mask,
+    clients: ClientData,
+    test: tuple[Tensor, Tensor],
+    cfg: FLConfig,
+    *,
+    seed: int,
+    rounds: int,
+    participation: Participation = None,
+    start: TrainState | None = None,
+    on_round: OnRound | None = None,
+) -> TrainingTrace:
+    """FedAvg rounds ``start.round_num + 1 .. rounds`` on the CPU, client by client.
+
+    Same arguments and result as `fedsim.learn.federated.train` (without
+    device, stop and progress).
+    """
+    state = start if start is not None else TrainState(0, init)
+    global_params = mask.apply(state.params)
+    masks = [m.t().to(torch.float32) for m in mask.layers]
+    model = LeNet()
+    test_x = as_inputs(test[0])
+    test_y = torch.as_tensor(test[1], dtype=torch.int64)
+    records = []
+    for round_num in range(state.round_num + 1, rounds + 1):
+        ids = participants(participation, round_num, clients.num_clients)
+        samples = np.array([clients.client_indices[k].size for k in ids], dtype=np.int64)
+        steps = []
+        sums = [torch.zeros(t.shape, dtype=torch.float64) for t in global_params.tensors()]
+        for k in ids:
+            model.load(global_params)
+            steps.append(local_train(model, clients, int(k), masks, cfg, seed=seed, round_num=round_num))
+            trained = model.params()
+            for acc, t in zip(sums, trained.tensors(), strict=True):
+                acc += t.double() * float(clients.client_indices[k].size)
+        if samples.sum() > 0:
+            avg = [(acc / float(samples.sum())).float() for acc in sums]
+            global_params = Params(tuple(avg[0::2]), tuple(avg[1::2]))
+        with torch.no_grad():
+            logits = model.load(global_params)(test_x)
+            accuracy = float((logits.argmax(1) == test_y).double().mean())
+            loss = float(F.cross_entropy(logits, test_y))
+        record = RoundRecord(
+            round_num=round_num,
+            accuracy=accuracy,
+            loss=loss,
+            participants=int(ids.size),
+            client_ids=ids,
+            samples=samples,
+            local_steps=np.array(steps, dtype=np.int64),
+        )
+        records.append(record)
+        if on_round is not None:
+            on_round(round_num, global_params, record)
+    return TrainingTrace.from_records(records, {"seed": int(seed), "device": "cpu", "reference": True})

@@ -1,0 +1,621 @@
+"""Run a scenario: the stages in order, each cached, then the report.
+
+::
+
+    Scenario ──> data (dataset, split, partition)
+       ├─> pre-training: Ticket (Θ0, trained encoder, masks per level)   [cache: pretrain/]
+       ├─> per method: initial weights + mask (fedsim.learn.methods)
+       │     ├─> system: SystemResult (SimPy)                            [cache: system/]
+       │     └─> training: TrainingTrace (uses the system's participation) [cache: train/]
+       ├─> metrics: rounds.csv / metrics.csv (fedsim.metrics)
+       └─> report: figures, report.pdf, summary.md (fedsim.report)
+
+Each stage's cache key hashes only the config it reads (``config.section_key``
+leaves defaults out), so changing a bandwidth re-runs only the simulation and
+the report, while changing a learning rate re-trains. Training checkpoints
+every ``rounds.checkpoint_every`` rounds into its cache entry; an interrupted
+run resumes from the last checkpoint and, since every random stream is keyed by
+(seed, client, round), yields exactly the trace an uninterrupted run would.
+
+Only this module and `fedsim.store` touch the disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fedsim import __version__, config, metrics, seeding, store
+from fedsim.config import Scenario
+from fedsim.data import as_float, load, make_partition, split_unlabeled
+from fedsim.learn import methods as learn_methods
+from fedsim.learn.federated import ClientData, train
+from fedsim.learn.masks import Mask
+from fedsim.learn.model import init_dae, resolve_device
+from fedsim.learn.pretrain import Ticket, pretrain
+from fedsim.learn.spec import MethodConfig
+from fedsim.learn.trace import RoundRecord, TrainingTrace, TrainState
+from fedsim.system import payload as system_payload
+from fedsim.system.sim import SystemResult, load_result, save_result, simulate
+
+log = logging.getLogger(__name__)
+
+#: Output files of a scenario run, relative to its output directory.
+OUTPUTS = {
+    "metrics": "metrics.csv",
+    "metrics_parquet": "metrics.parquet",
+    "rounds": "rounds.csv",
+    "rounds_parquet": "rounds.parquet",
+    "timeline": "timeline.parquet",
+    "resolved": "scenario.resolved.yaml",
+    "provenance": "provenance.json",
+}
+
+#: The paper's published values (Tables I and II), shown beside fedsim's when
+#: ``report.reference: paper``. Keyed by method kind (and P_R for hp-fl).
+PAPER_REFERENCE = {
+    ("original", None): {"nra": 134, "cca_bytes": 29.2e9, "cta_s": 22.5 * 60,
+                         "final_accuracy": 0.976, "comm_bytes_per_round": 213e6,
+                         "compute_s_per_round": 10.0},
+    ("pretrained", None): {"nra": 126, "cca_bytes": 29.0e9, "cta_s": 22.3 * 60,
+                           "final_accuracy": 0.972, "comm_bytes_per_round": 213e6,
+                           "compute_s_per_round": 10.0},
+    ("hp-fl", 0.107): {"nra": 824, "cca_bytes": 18.8e9, "cta_s": 14.7 * 60,
+                       "final_accuracy": 0.963, "comm_bytes_per_round": 22.8e6,
+                       "compute_s_per_round": 1.1},
+    ("random-pruning", 0.107): {"nra": 1388, "cca_bytes": 31.7e9, "cta_s": 24.8 * 60,
+                                "final_accuracy": 0.957, "comm_bytes_per_round": 22.8e6,
+                                "compute_s_per_round": 1.1},
+    ("hp-fl", 0.41): {"nra": 267, "cca_bytes": 23.4e9, "cta_s": 18.2 * 60,
+                      "final_accuracy": 0.973, "comm_bytes_per_round": 87.3e6,
+                      "compute_s_per_round": 4.1},
+    ("hp-fl", 0.21): {"nra": 513, "cca_bytes": 23.0e9, "cta_s": 18.0 * 60,
+                      "final_accuracy": 0.967, "comm_bytes_per_round": 44.7e6,
+                      "compute_s_per_round": 2.1},
+    ("hp-fl", 1.0): {"nra": 134, "cca_bytes": 29.2e9, "cta_s": 22.3 * 60,
+                     "final_accuracy": 0.976, "comm_bytes_per_round": 213e6,
+                     "compute_s_per_round": 10.0},
+}
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class MethodResult:
+    """One method's stages: its start, system simulation and training trace."""
+
+    label: str
+    method: MethodConfig
+    mask: Mask
+    system: SystemResult
+    trace: TrainingTrace
+    payload: system_payload.Payload
+    work_fraction: float
+
+
+@dataclass
+class ScenarioResult:
+    """Everything a report is made of."""
+
+    scenario: Scenario
+    rounds: pd.DataFrame
+    metrics: pd.DataFrame
+    timeline: pd.DataFrame
+    methods: dict[str, MethodResult]
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    cache_keys: dict[str, str] = field(default_factory=dict)
+    out_dir: Path | None = None
+
+
+class _Timer:
+    """Wall time of each stage, for the provenance file and the log."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class Data:
+    """The scenario's data: the unlabeled pool, the clients and the test set."""
+
+    unlabeled: np.ndarray  # uint8 [N_u, 28, 28]
+    clients: ClientData
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    client_samples: np.ndarray
+
+
+def prepare_data(scenario: Scenario) -> Data:
+    """Load the dataset, split off the server's unlabeled pool and partition
+    the labeled pool over the clients (streams "split" and "partition")."""
+    dataset = load(scenario.data.dataset)
+    n_train = len(dataset.train_labels)
+    splits = split_unlabeled(n_train, scenario.data.unlabeled, seeding.rng(scenario.seed, "split"))
+    labeled_y = dataset.train_labels[splits.labeled_idx]
+    parts = make_partition(scenario.data.partition, labeled_y, seeding.rng(scenario.seed, "partition"))
+    clients = ClientData.from_arrays(dataset.train_images[splits.labeled_idx], labeled_y, parts)
+    test_x = torch.from_numpy(as_float(dataset.test_images))
+    test_y = torch.as_tensor(np.asarray(dataset.test_labels), dtype=torch.int64)
+    samples = np.array([len(p) for p in parts], dtype=np.int64)
+    return Data(dataset.train_images[splits.unlabeled_idx], clients, test_x, test_y, samples)
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def data_key(scenario: Scenario) -> dict[str, Any]:
+    return {"data": config.section_key(scenario.data), "seed": scenario.seed}
+
+
+def pretrain_key(scenario: Scenario) -> str:
+    """Key of the pre-training ticket: data, model, pre-training settings
+    (the number of iterations excluded: a ticket grows level by level)."""
+    settings = config.section_key(scenario.pretrain)
+    settings.pop("iterations", None)
+    return store.stable_hash({"stage": "pretrain", **data_key(scenario),
+                              "model": config.section_key(scenario.model), "pretrain": settings})
+
+
+def needed_iterations(scenario: Scenario, method: MethodConfig) -> int:
+    try:
+        return learn_methods.required_iterations(method, scenario.pretrain)
+    except ValueError as exc:
+        raise _method_error(scenario, method, exc) from None
+
+
+def _method_error(scenario: Scenario, method: MethodConfig, exc: Exception) -> Exception:
+    from fedsim.errors import InputError
+
+    label = next((k for k, v in scenario.methods.items() if v == method), method.kind)
+    return InputError(f"methods.{label}: {exc}")
+
+
+def method_key(scenario: Scenario, method: MethodConfig) -> dict[str, Any]:
+    """What determines a method's start (weights + mask)."""
+    entry = learn_methods.get(method.kind)
+    key: dict[str, Any] = {"kind": method.kind, "model": config.section_key(scenario.model),
+                           "seed": scenario.seed}
+    if entry.pruned or entry.iterations:
+        key["pretrain"] = pretrain_key(scenario)
+    if entry.pruned:
+        if scenario.pretrain.scope == "layerwise":
+            key["level"] = needed_iterations(scenario, method)
+        else:
+            key["method"] = config.section_key(method)
+    return key
+
+
+def system_key(scenario: Scenario, payload: system_payload.Payload, work_fraction: float,
+               client_samples: np.ndarray, base_dir: Path | None) -> str:
+    trace_sha = None
+    if scenario.system.clients.trace:
+        trace_path = Path(scenario.system.clients.trace)
+        if not trace_path.is_absolute() and base_dir is not None:
+            trace_path = base_dir / trace_path
+        trace_sha = store.sha256_file(trace_path) if trace_path.exists() else str(trace_path)
+    return store.stable_hash({
+        "stage": "system",
+        "system": config.section_key(scenario.system),
+        "trace_sha256": trace_sha,
+        "payload": payload.__dict__,
+        "work_fraction": repr(float(work_fraction)),
+        "client_samples": store.stable_hash(client_samples.tolist()),
+        "rounds": scenario.rounds.max,
+        "seed": scenario.seed,
+    })
+
+
+def participation_key(participation: list[np.ndarray] | None) -> str:
+    if participation is None:
+        return "all"
+    return store.stable_hash([p.tolist() for p in participation])
+
+
+def train_key(scenario: Scenario, method: MethodConfig, participation: list[np.ndarray] | None,
+              device: torch.device) -> str:
+    return store.stable_hash({
+        "stage": "train", **data_key(scenario),
+        "fl": config.section_key(scenario.fl),
+        "start": method_key(scenario, method),
+        "participation": participation_key(participation),
+        "device": device.type,
+    })
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def pretrain_stage(scenario: Scenario, data: Data, iterations: int, device: torch.device, *,
+                   force: bool = False, progress: bool = False) -> Ticket:
+    """The ticket with at least ``iterations`` levels, from the cache when it
+    holds one; a shorter cached ticket is extended, not recomputed. Every
+    finished iteration is saved, so an interrupted pre-training resumes."""
+    entry = store.CacheEntry("pretrain", pretrain_key(scenario))
+    theta0 = init_dae(scenario.model.init, scenario.seed)
+    start = None
+    if not force and entry.valid():
+        try:
+            cached = Ticket.load(entry.file("ticket.npz"))
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("pre-training cache entry %s is unreadable (%s); recomputing", entry.path, exc)
+        else:
+            if cached.iterations >= iterations:
+                log.info("pre-training: cached ticket with %d levels (%s)", cached.iterations, entry.path)
+                return cached
+            start = cached
+    elif entry.manifest() is not None and not force:
+        log.warning("pre-training cache entry %s is corrupt; recomputing", entry.path)
+    if force:
+        entry.clear()
+
+    def save(ticket: Ticket) -> None:
+        entry.unseal()
+        ticket.save(entry.file("ticket.npz"))
+        entry.seal(["ticket.npz"], {"iterations": ticket.iterations})
+
+    if iterations == 0:
+        ticket = pretrain(theta0, data.unlabeled, scenario.pretrain, seed=scenario.seed,
+                          iterations=0, device=device)
+    else:
+        log.info("pre-training: %d IMP iterations x %d epochs on %d unlabeled images%s",
+                 iterations, scenario.pretrain.epochs, len(data.unlabeled),
+                 f" (resuming after {start.iterations})" if start else "")
+        ticket = pretrain(theta0, data.unlabeled, scenario.pretrain, seed=scenario.seed,
+                          iterations=iterations, start=start, device=device,
+                          on_iteration=save, progress=progress)
+    save(ticket)
+    return ticket
+
+
+def method_counts(mask: Mask) -> tuple[list[int], list[int], int]:
+    """(weights per layer, surviving weights per layer, biases) of a mask."""
+    counts = mask.layer_counts()
+    weights = [int(c.weights) for c in counts]
+    surviving = [int(c.surviving_weights) for c in counts]
+    biases = int(sum(c.biases for c in counts))
+    return weights, surviving, biases
+
+
+def system_stage(scenario: Scenario, mask: Mask, client_samples: np.ndarray,
+                 base_dir: Path | None, *, force: bool = False, progress: bool = False,
+                 ) -> tuple[SystemResult, system_payload.Payload, float]:
+    """Simulate the rounds of one method (its payload and work fraction)."""
+    weights, surviving, biases = method_counts(mask)
+    payload = system_payload.payload_bytes(weights, surviving, biases, scenario.system.payload)
+    work = system_payload.work_fraction(scenario.system.compute, weights, surviving, biases)
+    entry = store.CacheEntry("system", system_key(scenario, payload, work, client_samples, base_dir))
+    files = ["timeline.parquet", "rounds.parquet", "profiles.parquet"]
+    if not force and entry.valid():
+        try:
+            return load_result(entry.path), payload, work
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("system cache entry %s is unreadable (%s); recomputing", entry.path, exc)
+    entry.clear()
+    result = simulate(scenario.system, client_samples=client_samples, payload=payload,
+                      work_fraction=work, rounds=scenario.rounds.max, seed=scenario.seed,
+                      base_dir=base_dir, progress=progress)
+    save_result(result, entry.path)
+    entry.seal(files)
+    return result, payload, work
+
+
+def _head(trace: TrainingTrace, rounds: int) -> TrainingTrace:
+    """The first ``rounds`` rounds of a trace."""
+    keep = trace.rounds["round_num"] <= rounds
+    keep_clients = trace.client_rounds["round_num"] <= rounds
+    return TrainingTrace(trace.rounds[keep].reset_index(drop=True),
+                         trace.client_rounds[keep_clients].reset_index(drop=True), trace.meta)
+
+
+def _targets_reached(accuracy: np.ndarray, targets: Sequence[float]) -> bool:
+    return bool(len(accuracy)) and all(float(np.nanmax(accuracy)) >= t for t in targets)
+
+
+def train_stage(scenario: Scenario, label: str, start_params: Any, mask: Mask, data: Data,
+                participation: list[np.ndarray] | None, device: torch.device, *,
+                force: bool = False, progress: bool = False) -> TrainingTrace:
+    """FedAvg for ``rounds.max`` rounds (or until every target is reached when
+    ``rounds.stop_when_reached``), resuming from the cached checkpoint."""
+    method = scenario.methods[label]
+    entry = store.CacheEntry("train", train_key(scenario, method, participation, device))
+    wanted = scenario.rounds.max
+    targets = scenario.targets
+    trace: TrainingTrace | None = None
+    state: TrainState | None = None
+    if force:
+        entry.clear()
+    elif entry.valid():
+        manifest = entry.manifest() or {}
+        files = sorted(manifest.get("files", {}))
+        try:
+            trace = TrainingTrace.load(entry.path / next(f for f in files if f.startswith("trace")))
+            from fedsim.learn.model import Params
+
+            with np.load(entry.path / next(f for f in files if f.startswith("params"))) as arrays:
+                params = Params.from_numpy(arrays)
+            state = TrainState(trace.num_rounds, params)
+        except (OSError, ValueError, KeyError, StopIteration) as exc:
+            log.warning("training cache entry %s is unreadable (%s); recomputing", entry.path, exc)
+            trace, state = None, None
+    elif entry.manifest() is not None:
+        log.warning("training cache entry %s is corrupt; recomputing", entry.path)
+        entry.clear()
+
+    done = trace.num_rounds if trace is not None else 0
+    if trace is not None and (done >= wanted or (
+            scenario.rounds.stop_when_reached and _targets_reached(trace.accuracy, targets))):
+        log.info("%s: %d cached rounds (%s)", label, done, entry.path)
+        return _head(trace, wanted)
+
+    def checkpoint(round_num: int, params: Any, records: list[RoundRecord]) -> None:
+        part = TrainingTrace.from_records(records, meta)
+        full = part if trace is None else trace.concat(part)
+        old = set((entry.manifest() or {}).get("files", {}))
+        names = [f"trace.r{round_num:06d}.npz", f"params.r{round_num:06d}.npz"]
+        full.save(entry.file(names[0]))
+        with store.atomic_write(entry.file(names[1])) as handle:
+            np.savez(handle, **params.to("cpu").to_numpy())
+        entry.seal(names, {"rounds": round_num, "label": label})
+        for name in old - set(names):
+            (entry.path / name).unlink(missing_ok=True)
+
+    records: list[RoundRecord] = []
+    meta = {"label": label, "method": config.section_key(method)}
+    every = scenario.rounds.checkpoint_every
+    last_params: list[Any] = [None]
+
+    def on_round(round_num: int, params: Any, record: RoundRecord) -> None:
+        records.append(record)
+        last_params[0] = params
+        if round_num % every == 0 or round_num == wanted:
+            checkpoint(round_num, params, records)
+
+    def stop(record: RoundRecord) -> bool:
+        if not scenario.rounds.stop_when_reached:
+            return False
+        accuracy = np.array([r.accuracy for r in records])
+        previous = trace.accuracy if trace is not None else np.zeros(0)
+        return _targets_reached(np.concatenate([previous, accuracy]), targets)
+
+    if done:
+        log.info("%s: resuming after round %d of %d", label, done, wanted)
+    if progress:
+        print(f"training {label}: rounds {done + 1}..{wanted}", file=sys.stderr, flush=True)
+    new = train(start_params, mask, data.clients, (data.test_x, data.test_y), scenario.fl,
+                seed=scenario.seed, rounds=wanted, participation=participation, device=device,
+                start=state, on_round=on_round, stop=stop, progress=progress)
+    if records and records[-1].round_num % every != 0 and records[-1].round_num != wanted:
+        checkpoint(records[-1].round_num, last_params[0], records)
+    return new if trace is None else trace.concat(new)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _all_clients(participation: list[np.ndarray], n_clients: int) -> bool:
+    return all(len(p) == n_clients for p in participation)
+
+
+def compute(scenario: Scenario, *, base_dir: Path | None = None, force: bool = False,
+            progress: bool = False, timer: _Timer | None = None) -> ScenarioResult:
+    """Run (or fetch from the cache) every stage of ``scenario``; no report."""
+    timer = timer or _Timer()
+    device = resolve_device(scenario.device)
+    with timer.stage("data"):
+        data = prepare_data(scenario)
+    log.info("data: %s, %d clients (%d-%d samples), %d unlabeled, %d test",
+             scenario.data.dataset, data.clients.num_clients, data.client_samples.min(),
+             data.client_samples.max(), len(data.unlabeled), len(data.test_y))
+
+    iterations = max(needed_iterations(scenario, m) for m in scenario.methods.values())
+    with timer.stage("pretrain"):
+        ticket = pretrain_stage(scenario, data, iterations, device, force=force, progress=progress)
+
+    results: dict[str, MethodResult] = {}
+    keys: dict[str, str] = {"pretrain": pretrain_key(scenario)}
+    for label, method in scenario.methods.items():
+        try:
+            start = learn_methods.build(method, ticket, seed=scenario.seed)
+        except ValueError as exc:
+            raise _method_error(scenario, method, exc) from None
+        with timer.stage("system"):
+            system, payload, work = system_stage(scenario, start.mask, data.client_samples,
+                                                 base_dir, force=force)
+        participation = (None if _all_clients(system.participation, data.clients.num_clients)
+                         else system.participation)
+        keys[f"train/{label}"] = train_key(scenario, method, participation, device)
+        with timer.stage("train"):
+            trace = train_stage(scenario, label, start.params, start.mask, data, participation,
+                                device, force=force, progress=progress)
+        last = trace.rounds.iloc[-1] if trace.num_rounds else None
+        log.info("%s: P_R %.4f, %d rounds, final accuracy %s, %.1f MB per round", label,
+                 start.mask.remaining_rate, trace.num_rounds,
+                 "n/a" if last is None else f"{last['accuracy']:.4f}",
+                 float(system.rounds["round_bytes"].iloc[0]) / 1e6)
+        results[label] = MethodResult(label, method, start.mask, system, trace, payload, work)
+
+    with timer.stage("metrics"):
+        rounds, table, timeline = join(scenario, results)
+    return ScenarioResult(scenario, rounds, table, timeline, results, timer.seconds, keys)
+
+
+def join(scenario: Scenario, results: dict[str, MethodResult]
+         ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """rounds.csv, metrics.csv and the timeline of all methods."""
+    frames, timelines, info = [], [], {}
+    for label, result in results.items():
+        n = result.trace.num_rounds
+        sys_rounds = result.system.rounds.iloc[:n].reset_index(drop=True)
+        trace = result.trace.rounds
+        frames.append(pd.DataFrame({
+            "method": label,
+            "round": trace["round_num"].to_numpy(),
+            "accuracy": trace["accuracy"].to_numpy(),
+            "loss": trace["loss"].to_numpy(),
+            "participants": trace["participants"].to_numpy(),
+            "round_bytes": sys_rounds["round_bytes"].to_numpy(dtype=float),
+            "round_compute_s": sys_rounds["mean_compute_s"].to_numpy(dtype=float),
+            "round_wallclock_s": sys_rounds["duration_s"].to_numpy(dtype=float),
+            "mean_download_s": sys_rounds["mean_download_s"].to_numpy(dtype=float),
+            "mean_compute_s": sys_rounds["mean_compute_s"].to_numpy(dtype=float),
+            "mean_upload_s": sys_rounds["mean_upload_s"].to_numpy(dtype=float),
+            "mean_wait_s": sys_rounds["mean_wait_s"].to_numpy(dtype=float),
+            "max_compute_s": sys_rounds["max_compute_s"].to_numpy(dtype=float),
+        }))
+        timeline = result.system.timeline
+        timeline = timeline[timeline["round"] <= n]
+        timelines.append(timeline.assign(method=label)[["method", *timeline.columns]])
+        info[label] = {"remaining_rate": result.mask.remaining_rate,
+                       "params": result.payload.sent_params}
+    rounds = metrics.rounds_table(pd.concat(frames, ignore_index=True))
+    table = metrics.metrics_table(rounds, scenario.targets, info)
+    return rounds, table, pd.concat(timelines, ignore_index=True)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def provenance(result: ScenarioResult, command: Sequence[str] | None) -> dict[str, Any]:
+    """Where a result came from: versions, device, command, stage times."""
+    import simpy
+
+    device = resolve_device(result.scenario.device)
+    return {
+        "fedsim": __version__,
+        "git_commit": _git_commit(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "simpy": simpy.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "device": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                   else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"),
+        "command": " ".join(command) if command else None,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "stage_seconds": {k: round(v, 2) for k, v in result.stage_seconds.items()},
+        "cache_keys": result.cache_keys,
+    }
+
+
+def reference_for(scenario: Scenario) -> dict[str, dict[str, float]] | None:
+    """The paper's values for the methods that Table I/II report."""
+    if scenario.report.reference != "paper":
+        return None
+    out = {}
+    for label, method in scenario.methods.items():
+        rate = None if method.remaining_rate is None else round(method.remaining_rate, 3)
+        values = PAPER_REFERENCE.get((method.kind, rate))
+        if values is not None:
+            out[label] = {**values, "target_accuracy": 0.95}
+    return out
+
+
+def write_outputs(result: ScenarioResult, out_dir: Path, command: Sequence[str] | None = None,
+                  progress: bool = False) -> dict[str, Path]:
+    """Write the tables, the resolved scenario, the provenance and the report.
+    Every file is written atomically; earlier results are replaced only file by
+    file once the new ones exist."""
+    import json
+
+    from fedsim.report import write_report
+
+    scenario = result.scenario
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+
+    def csv(frame: pd.DataFrame, name: str) -> None:
+        store.write_text(out_dir / name, frame.to_csv(index=False))
+        written[name] = out_dir / name
+
+    def parquet(frame: pd.DataFrame, name: str) -> None:
+        with store.atomic_write(out_dir / name) as handle:
+            frame.to_parquet(handle, index=False)
+        written[name] = out_dir / name
+
+    csv(result.metrics, OUTPUTS["metrics"])
+    parquet(result.metrics, OUTPUTS["metrics_parquet"])
+    csv(result.rounds, OUTPUTS["rounds"])
+    parquet(result.rounds, OUTPUTS["rounds_parquet"])
+    parquet(result.timeline, OUTPUTS["timeline"])
+    store.write_text(out_dir / OUTPUTS["resolved"], config.resolved_yaml(scenario))
+    written[OUTPUTS["resolved"]] = out_dir / OUTPUTS["resolved"]
+    prov = provenance(result, command)
+    meta = {
+        "name": scenario.name,
+        "description": scenario.description,
+        "targets": scenario.targets,
+        "methods": list(scenario.methods),
+        "deadline_s": scenario.system.rounds.deadline,
+        "reference": reference_for(scenario),
+        "provenance": {k: str(v) for k, v in prov.items()
+                       if k in ("fedsim", "git_commit", "device", "command", "created")},
+    }
+    start = time.perf_counter()
+    written.update({name: out_dir / name for name in write_report(
+        out_dir, result.rounds, result.metrics, result.timeline, meta,
+        formats=scenario.report.formats, gantt_rounds=scenario.report.gantt_rounds)})
+    prov["stage_seconds"]["report"] = round(time.perf_counter() - start, 2)
+    store.write_text(out_dir / OUTPUTS["provenance"], json.dumps(prov, indent=2, sort_keys=True))
+    written[OUTPUTS["provenance"]] = out_dir / OUTPUTS["provenance"]
+    return written
+
+
+def run(scenario: Scenario, *, out_dir: Path | None = None, base_dir: Path | None = None,
+        force: bool = False, progress: bool = False,
+        command: Sequence[str] | None = None) -> ScenarioResult:
+    """Run a scenario end to end and write its report into ``out_dir``
+    (default ``reports/<name>/``)."""
+    out_dir = Path(out_dir) if out_dir is not None else Path("reports") / scenario.name
+    timer = _Timer()
+    result = compute(scenario, base_dir=base_dir, force=force, progress=progress, timer=timer)
+    write_outputs(result, out_dir, command, progress)
+    result.out_dir = out_dir
+    total = sum(timer.seconds.values())
+    log.info("done in %.1f s (%s)", total,
+             ", ".join(f"{k} {v:.1f} s" for k, v in timer.seconds.items()))
+    return result
+
+
+def summary_line(result: ScenarioResult) -> str:
+    """One line per method and target for the terminal."""
+    lines = []
+    for row in result.metrics.itertuples():
+        nra = "not reached" if pd.isna(row.nra) else f"NRA {int(row.nra)}"
+        tta = "" if (isinstance(row.tta_s, float) and math.isnan(row.tta_s)) else \
+            f", TTA {row.tta_s / 60:.1f} min"
+        lines.append(f"{row.method} @ {row.target_accuracy:g}: {nra}{tta}")
+    return "\n".join(lines)
+
+
+ProgressFn = Callable[[str], None]

@@ -1,0 +1,387 @@
+"""The paper's Table I, per target accuracy, as strings (for summary.md and the
+PDF's table page).
+
+Columns follow Table I of the HP-FL paper (shared/paper/hp-fl-paper.md):
+Method | P_R | Params | Comm./round | Compute/round | NRA@x | CCA@x | CTA@x |
+TTA@x | Final acc. (rounds run). TTA@x (simulated wall-clock time to accuracy)
+is fedsim's addition. Units are what the paper prints: decimal MB/GB
+(1 MB = 10^6 B), s, min, h.
+
+When ``meta["reference"]`` holds the paper's published values, every method
+with a reference gets two more rows under its own: the paper's values
+("↳ paper") and fedsim minus the paper ("↳ difference", absolute and
+relative; accuracy in percentage points).
+
+Reference layout, per method name or display label::
+
+    {"original": {"comm_bytes_per_round": 213e6, "compute_s_per_round": 10,
+                  "final_accuracy": 0.976,              # independent of target
+                  "nra": 134, "cca_bytes": 29.2e9, "cta_s": 1350,
+                  "target_accuracy": 0.95}}             # target of the four above
+
+Target-dependent values (nra, cca_bytes, cta_s, tta_s) belong to
+``target_accuracy`` (default 0.95, the paper's only target), or are given per
+target as ``"targets": {0.95: {"nra": 134, ...}}``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fedsim.report._units import (
+    MISSING,
+    format_bytes,
+    format_count,
+    format_percent,
+    format_rate,
+    format_relative,
+    format_seconds,
+    format_signed,
+    format_target,
+    is_missing,
+)
+from fedsim.report.style import MethodStyle
+
+ROUNDS_COLUMNS: tuple[str, ...] = (
+    "method",
+    "round",
+    "accuracy",
+    "loss",
+    "participants",
+    "round_bytes",
+    "cum_bytes",
+    "round_compute_s",
+    "cum_compute_s",
+    "round_wallclock_s",
+    "cum_wallclock_s",
+)
+BREAKDOWN_COLUMNS: tuple[str, ...] = (
+    "mean_download_s",
+    "mean_compute_s",
+    "mean_upload_s",
+    "mean_wait_s",
+)
+METRICS_COLUMNS: tuple[str, ...] = (
+    "method",
+    "remaining_rate",
+    "params",
+    "comm_bytes_per_round",
+    "compute_s_per_round",
+    "target_accuracy",
+    "nra",
+    "cca_bytes",
+    "cta_s",
+    "tta_s",
+    "final_accuracy",
+    "rounds_run",
+)
+TARGET_KEYS: tuple[str, ...] = ("nra", "cca_bytes", "cta_s", "tta_s")
+FIXED_KEYS: tuple[str, ...] = (
+    "remaining_rate",
+    "params",
+    "comm_bytes_per_round",
+    "compute_s_per_round",
+    "final_accuracy",
+)
+DEFAULT_REFERENCE_TARGET = 0.95
+
+# Row kinds of a table.
+FEDSIM, PAPER, DIFFERENCE = "fedsim", "paper", "difference"
+
+
+def require_columns(frame: pd.DataFrame, columns: Sequence[str], name: str) -> None:
+    """Raise ValueError naming the missing columns of ``frame`` (the ``name``
+    frame's contract is in docs/architecture.md)."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"{name} frame lacks columns {missing}; it has {sorted(map(str, frame.columns))}"
+        )
+
+
+def as_float(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """A copy of ``frame`` with the present ``columns`` as float64: nullable
+    integers (``nra`` is ``Int64``) become floats, pd.NA becomes NaN."""
+    present = [c for c in columns if c in frame.columns]
+    return frame.assign(
+        **{c: pd.to_numeric(frame[c], errors="coerce").astype("float64") for c in present}
+    )
+
+
+def _format_nra(nra: float | None) -> str:
+    return MISSING if is_missing(nra) else f"{round(float(nra)):d}"  # type: ignore[arg-type]
+
+
+def _diff_count(value: float, ref: float) -> str:
+    return format_signed(f"{abs(value - ref):,.0f}", value < ref)
+
+
+def _diff_bytes(value: float, ref: float) -> str:
+    return format_signed(format_bytes(abs(value - ref)), value < ref)
+
+
+def _diff_seconds(value: float, ref: float) -> str:
+    return format_signed(format_seconds(abs(value - ref)), value < ref)
+
+
+def _diff_rate(value: float, ref: float) -> str:
+    return format_signed(f"{abs(value - ref):.3g}", value < ref)
+
+
+def _diff_accuracy(value: float, ref: float) -> str:
+    return format_signed(f"{100.0 * abs(value - ref):.1f} pp", value < ref)
+
+
+@dataclass(frozen=True)
+class _Column:
+    key: str
+    header: str
+    fmt: Callable[[Any], str]
+    diff: Callable[[float, float], str]
+    relative: bool  # append the relative difference in percent
+
+
+def _columns(target: float) -> list[_Column]:
+    at = format_target(target)
+    return [
+        _Column("remaining_rate", "P_R", format_rate, _diff_rate, False),
+        _Column("params", "Params", format_count, _diff_count, True),
+        _Column("comm_bytes_per_round", "Comm./round", format_bytes, _diff_bytes, True),
+        _Column("compute_s_per_round", "Compute/round", format_seconds, _diff_seconds, True),
+        _Column("nra", f"NRA@{at}", _format_nra, _diff_count, True),
+        _Column("cca_bytes", f"CCA@{at}", format_bytes, _diff_bytes, True),
+        _Column("cta_s", f"CTA@{at}", format_seconds, _diff_seconds, True),
+        _Column("tta_s", f"TTA@{at}", format_seconds, _diff_seconds, True),
+        _Column("final_accuracy", "Final acc. (rounds run)", format_percent, _diff_accuracy, False),
+    ]
+
+
+@dataclass(frozen=True)
+class Table:
+    """One Table I for one target: headers and rows of display strings.
+
+    ``kinds[i]`` says what row i is: "fedsim", "paper" or "difference";
+    ``methods[i]`` the method the row belongs to.
+    """
+
+    target_accuracy: float
+    title: str
+    headers: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    kinds: tuple[str, ...]
+    methods: tuple[str, ...]
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(float(a), float(b), rel_tol=0.0, abs_tol=1e-9)
+
+
+def reference_values(
+    reference: Mapping[str, Any] | None, method: str, label: str, target: float
+) -> dict[str, float]:
+    """The paper's values for ``method`` (looked up by name, then by display
+    ``label``) that apply at ``target``; empty when there are none."""
+    if not reference:
+        return {}
+    entry = reference.get(method)
+    if entry is None:
+        entry = reference.get(label)
+    if not entry:
+        return {}
+    values = {k: float(entry[k]) for k in FIXED_KEYS if entry.get(k) is not None}
+    per_target = entry.get("targets")
+    if per_target:
+        for key, target_values in per_target.items():
+            if _close(float(key), target):
+                values.update(
+                    {
+                        k: float(target_values[k])
+                        for k in TARGET_KEYS
+                        if target_values.get(k) is not None
+                    }
+                )
+    elif _close(float(entry.get("target_accuracy", DEFAULT_REFERENCE_TARGET)), target):
+        values.update({k: float(entry[k]) for k in TARGET_KEYS if entry.get(k) is not None})
+    return values
+
+
+def best_accuracy(rounds: pd.DataFrame, method: str) -> tuple[float, int] | None:
+    """(best test accuracy, first round that reached it) of ``method``; None
+    when the method has no rounds."""
+    sub = rounds.loc[rounds["method"] == method, ["round", "accuracy"]].dropna()
+    if sub.empty:
+        return None
+    sub = sub.sort_values("round", kind="stable")
+    accuracy = sub["accuracy"].to_numpy(dtype=float)
+    index = int(np.argmax(accuracy))
+    return float(accuracy[index]), int(sub["round"].to_numpy()[index])
+
+
+def not_reached_text(rounds: pd.DataFrame, method: str) -> str:
+    """ "not reached (best 94.1 % at round 300)" for a target ``method`` missed."""
+    best = best_accuracy(rounds, method)
+    if best is None:
+        return "not reached"
+    accuracy, round_num = best
+    return f"not reached (best {format_percent(accuracy)} at round {round_num})"
+
+
+def metrics_tables(
+    metrics: pd.DataFrame,
+    rounds: pd.DataFrame,
+    style: MethodStyle,
+    targets: Sequence[float] | None = None,
+    reference: Mapping[str, Any] | None = None,
+) -> list[Table]:
+    """One ``Table`` per target accuracy (``targets``, default: those in
+    ``metrics``), methods in ``style.order``.
+
+    A target a method did not reach shows "not reached (best x % at round r)"
+    in its NRA cell and "—" for CCA, CTA and TTA.
+    """
+    require_columns(metrics, METRICS_COLUMNS, "metrics")
+    metrics = as_float(metrics, METRICS_COLUMNS[1:])
+    if targets is None:
+        targets = sorted(pd.unique(metrics["target_accuracy"].astype(float)))
+    tables: list[Table] = []
+    target_values = metrics["target_accuracy"].to_numpy(dtype=float)
+    for target in targets:
+        columns = _columns(float(target))
+        headers = ("Method", *(c.header for c in columns))
+        at_target = metrics.loc[np.isclose(target_values, float(target), rtol=0.0, atol=1e-9)]
+        rows: list[tuple[str, ...]] = []
+        kinds: list[str] = []
+        methods: list[str] = []
+        for method in style.order:
+            found = at_target.loc[at_target["method"] == method]
+            if found.empty:
+                continue
+            record = found.iloc[0]
+            label = style.label(method)
+            cells = [label]
+            for column in columns:
+                value = record[column.key]
+                if column.key == "nra" and is_missing(value):
+                    cells.append(not_reached_text(rounds, method))
+                elif column.key == "final_accuracy":
+                    runs = record["rounds_run"]
+                    suffix = "" if is_missing(runs) else f" ({round(float(runs)):d})"
+                    cells.append(format_percent(value) + suffix)
+                else:
+                    cells.append(column.fmt(value))
+            rows.append(tuple(cells))
+            kinds.append(FEDSIM)
+            methods.append(method)
+
+            ref = reference_values(reference, method, label, float(target))
+            if not ref:
+                continue
+            paper_cells = ["↳ paper"]
+            diff_cells = ["↳ difference"]
+            for column in columns:
+                if column.key not in ref:
+                    paper_cells.append("")
+                    diff_cells.append("")
+                    continue
+                ref_value = ref[column.key]
+                paper_cells.append(column.fmt(ref_value))
+                value = record[column.key]
+                if is_missing(value):
+                    diff_cells.append(MISSING)
+                    continue
+                text = column.diff(float(value), ref_value)
+                if column.relative:
+                    text += f" ({format_relative(float(value), ref_value)})"
+                diff_cells.append(text)
+            rows += [tuple(paper_cells), tuple(diff_cells)]
+            kinds += [PAPER, DIFFERENCE]
+            methods += [method, method]
+        tables.append(
+            Table(
+                target_accuracy=float(target),
+                title=f"Results at {format_target(float(target))} test accuracy",
+                headers=headers,
+                rows=tuple(rows),
+                kinds=tuple(kinds),
+                methods=tuple(methods),
+            )
+        )
+    return tables
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], kinds: Sequence[str] | None = None
+) -> str:
+    """A GitHub-flavoured markdown table; the first column left-aligned, the
+    others right-aligned; "paper"/"difference" rows in italics."""
+    lines = [
+        "| " + " | ".join(_md_cell(h) for h in headers) + " |",
+        "|" + "|".join([":---"] + ["---:"] * (len(headers) - 1)) + "|",
+    ]
+    for i, row in enumerate(rows):
+        italic = kinds is not None and kinds[i] != FEDSIM
+        cells = [_md_cell(c) for c in row]
+        if italic:
+            cells = [f"*{c}*" if c else c for c in cells]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+DEFINITIONS = """\
+- **P_R**: remaining rate, surviving weights / all weights of the classifier.
+- **Params**: parameters sent per message (surviving weights + all biases).
+- **Comm./round**: bytes through the server's link in one round (download + upload, all clients); 1 MB = 10^6 B, 1 GB = 10^9 B, as in the paper.
+- **Compute/round**: computation time of the mean participating client in one round.
+- **NRA@x**: the first round after which the global model's test accuracy is ≥ x.
+- **CCA@x**, **CTA@x**: traffic and per-round client computation time summed over rounds 1..NRA@x.
+- **TTA@x**: simulated wall-clock time from the start of round 1 to the end of round NRA@x (download, compute, upload, waiting, aggregation).
+- **Final acc.**: test accuracy after the last round; the number of rounds run in parentheses."""
+
+
+def summary_markdown(
+    tables: Sequence[Table],
+    meta: Mapping[str, Any],
+    figures: Sequence[tuple[str, str]] = (),
+) -> str:
+    """summary.md: the scenario's name, description and provenance, one Table I
+    per target, the definitions, then the figures (``(caption, relative path)``)."""
+    name = str(meta.get("name") or meta.get("scenario") or "fedsim report")
+    lines = [f"# {name}", ""]
+    description = str(meta.get("description") or "").strip()
+    if description:
+        lines += [description, ""]
+    provenance = meta.get("provenance") or {}
+    if provenance:
+        lines += ["| provenance | |", "|:---|:---|"]
+        lines += [f"| {_md_cell(str(k))} | {_md_cell(str(v))} |" for k, v in provenance.items()]
+        lines.append("")
+    has_reference = False
+    for table in tables:
+        lines += [f"## {table.title}", ""]
+        if not table.rows:
+            lines += ["No method has metrics at this target.", ""]
+            continue
+        lines += [markdown_table(table.headers, table.rows, table.kinds), ""]
+        has_reference = has_reference or any(k != FEDSIM for k in table.kinds)
+    if has_reference:
+        lines += [
+            "*↳ paper*: the value the paper publishes; *↳ difference*: fedsim minus "
+            "the paper (relative difference in parentheses; accuracy in percentage points).",
+            "",
+        ]
+    lines += ["## Definitions", "", DEFINITIONS, ""]
+    if figures:
+        lines += ["## Figures", ""]
+        for caption, path in figures:
+            lines += [f"![{caption}]({path})", ""]
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,462 @@
+"""Synchronous FL rounds on a SimPy clock: who is aggregated, when, at what cost.
+
+Actors: a ``Server`` owns its two ``SharedLink``s (egress for downloads,
+ingress for uploads) and aggregates; ``synchronous_round`` is the generator
+process of one round; ``federated_training`` runs the rounds back to back.
+
+One round r (details and a worked example: docs/network-model.md):
+
+1. availability: client k is available with probability ``availability[k]``
+   (stream ``rng(seed, "round", r, "availability")``, one draw per client);
+2. selection: m = the wanted participants; the server selects
+   ceil(m (1 + overcommit)) available clients uniformly (stream ``"selection"``;
+   all available ones if fewer);
+3. download: every selected client's download starts at the round start on
+   the server's egress (max-min fair, capped by the client's downlink); the
+   client holds the model rtt/2 after its last byte left the link;
+4. compute: ``compute_s[k] = t_comp_full * work_fraction * samples_k /
+   reference_samples / speed_k``; a client that drops out (probability
+   ``dropout``, stream ``"dropout"``) quits at a uniformly drawn moment of its
+   computation (same stream) and the server notices at once;
+5. upload: starts when the computation ends, on the server's ingress; the
+   update reaches the server rtt/2 after its last byte;
+6. collection ends at the earliest of: the deadline; the moment the m-th update
+   arrives (over-commit: the first m are kept); the moment every selected
+   client has delivered or quit. Whatever is still running then is cut: its
+   bytes and compute seconds up to that moment count as spent;
+7. aggregation: ``server.aggregation`` seconds; the next round starts.
+
+The timeline has one row per client and round (K rows per round): selected
+clients with their phase times, and unselected ones with ``selected=False``
+(``drop_reason="unavailable"`` if they were not available, else "").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import simpy
+from tqdm.auto import tqdm
+
+from fedsim import seeding
+from fedsim.store import atomic_write
+from fedsim.system.links import SharedLink
+from fedsim.system.payload import Payload
+from fedsim.system.profiles import ClientProfiles, draw_profiles
+from fedsim.system.spec import ServerSpec, SystemConfig
+
+__all__ = [
+    "DROP_REASONS",
+    "ROUNDS_COLUMNS",
+    "TIMELINE_COLUMNS",
+    "Server",
+    "SystemResult",
+    "federated_training",
+    "load_result",
+    "save_result",
+    "simulate",
+    "synchronous_round",
+]
+
+DROP_REASONS = ("", "unavailable", "dropout", "deadline", "overcommit")
+_KEPT, _UNAVAILABLE, _DROPOUT, _DEADLINE, _OVERCOMMIT = range(5)
+
+TIMELINE_COLUMNS = (
+    "round",
+    "client_id",
+    "selected",
+    "kept",
+    "drop_reason",
+    "download_start_s",
+    "download_end_s",
+    "compute_start_s",
+    "compute_end_s",
+    "upload_start_s",
+    "upload_end_s",
+    "down_bytes",
+    "up_bytes",
+    "compute_s",
+)
+ROUNDS_COLUMNS = (
+    "round",
+    "start_s",
+    "end_s",
+    "duration_s",
+    "available",
+    "selected",
+    "participants",
+    "down_bytes",
+    "up_bytes",
+    "round_bytes",
+    "mean_compute_s",
+    "max_compute_s",
+    "mean_download_s",
+    "mean_upload_s",
+    "mean_wait_s",
+)
+_TIME_COLUMNS = TIMELINE_COLUMNS[5:11]
+
+
+@dataclass(frozen=True)
+class SystemResult:
+    """What the system stage hands on.
+
+    Attributes:
+        timeline: one row per (round, client), columns ``TIMELINE_COLUMNS``:
+            round (1-based), client_id, selected, kept (its update is
+            aggregated), drop_reason ("" | "unavailable" | "dropout" |
+            "deadline" | "overcommit"), the phase times in simulated seconds
+            (NaN where a phase was not reached; a phase cut short ends at the
+            cut), down_bytes / up_bytes actually transferred, compute_s
+            actually spent.
+        rounds: one row per round, columns ``ROUNDS_COLUMNS``: start_s, end_s,
+            duration_s; available, selected and participants (kept) counts;
+            down_bytes, up_bytes and round_bytes (= down + up through the
+            server's link, dropped clients' partial traffic included);
+            mean/max_compute_s over the participants; mean_download_s,
+            mean_upload_s, mean_wait_s over the participants, where a
+            participant's wait is from its update's arrival to the round's end
+            (others + aggregation), so download + compute + upload + wait is
+            the round's duration for every participant, and for their means.
+            A round without participants has 0 for these means and
+            mean_wait_s = duration_s.
+        participation: per round, the sorted client ids whose updates are
+            aggregated (what the training stage consumes).
+        profiles: the clients' profiles used.
+    """
+
+    timeline: pd.DataFrame
+    rounds: pd.DataFrame
+    participation: list[np.ndarray]
+    profiles: ClientProfiles
+
+
+class Server:
+    """The FL server: owns its shared links and aggregates the kept updates.
+
+    Attributes:
+        egress: the server -> clients direction (``system.server.downlink``),
+            shared by every client's download.
+        ingress: the clients -> server direction (``system.server.uplink``),
+            shared by every client's upload.
+        aggregation_s: seconds to aggregate a round's updates.
+        rounds_done: rounds aggregated so far.
+    """
+
+    def __init__(self, env: simpy.Environment, spec: ServerSpec) -> None:
+        self.env = env
+        self.egress = SharedLink(env, spec.downlink, "egress")
+        self.ingress = SharedLink(env, spec.uplink, "ingress")
+        self.aggregation_s = float(spec.aggregation)
+        self.rounds_done = 0
+
+    def aggregate(self) -> Iterator[simpy.Event]:
+        """Process: the server averages the round's updates."""
+        yield self.env.timeout(self.aggregation_s)
+        self.rounds_done += 1
+
+
+class _Plan:
+    """Everything a round needs that does not change between rounds."""
+
+    def __init__(
+        self,
+        system: SystemConfig,
+        profiles: ClientProfiles,
+        client_samples: np.ndarray,
+        payload: Payload,
+        work_fraction: float,
+        seed: int,
+    ) -> None:
+        compute = system.compute
+        self.n_clients = len(profiles)
+        self.profiles = profiles
+        self.payload = payload
+        self.seed = seed
+        self.half_rtt_s = profiles.rtt_s / 2.0
+        self.compute_s = (
+            compute.t_comp_full * work_fraction * (client_samples / compute.reference_samples)
+            / profiles.speed
+        )
+        self.kept_target = system.rounds.kept_count(self.n_clients)
+        self.select_target = system.rounds.selected_count(self.n_clients)
+        self.deadline_s = system.rounds.deadline
+        self.dropout = system.rounds.dropout
+        self.all_available = bool((profiles.availability >= 1.0).all())
+        self._everyone = np.ones(self.n_clients, dtype=bool)
+        self._everyone.setflags(write=False)
+
+    def available(self, round_num: int) -> np.ndarray:
+        if self.all_available:
+            return self._everyone
+        draws = seeding.rng(self.seed, "round", round_num, "availability").random(self.n_clients)
+        return draws < self.profiles.availability
+
+    def select(self, round_num: int, available: np.ndarray) -> np.ndarray:
+        candidates = np.flatnonzero(available)
+        if candidates.size <= self.select_target:
+            return candidates
+        chosen = seeding.rng(self.seed, "round", round_num, "selection").choice(
+            candidates, size=self.select_target, replace=False
+        )
+        return np.sort(chosen)
+
+    def dropouts(self, round_num: int, selected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(quits, moment in [0, 1) of the computation) for the selected clients;
+        drawn for all K clients so a client's fate does not depend on who else
+        was selected."""
+        if self.dropout <= 0:
+            return np.zeros(selected.size, dtype=bool), np.zeros(selected.size)
+        stream = seeding.rng(self.seed, "round", round_num, "dropout")
+        quits = stream.random(self.n_clients) < self.dropout
+        moment = stream.random(self.n_clients)
+        return quits[selected], moment[selected]
+
+
+class _Recorder:
+    """Column arrays of the timeline (preallocated, K rows per round) and the
+    per-round records; a DataFrame is built once at the end."""
+
+    def __init__(self, n_clients: int, rounds: int) -> None:
+        rows = n_clients * rounds
+        self.n_clients = n_clients
+        self.cols: dict[str, np.ndarray] = {
+            "round": np.repeat(np.arange(1, rounds + 1, dtype=np.int64), n_clients),
+            "client_id": np.tile(np.arange(n_clients, dtype=np.int64), rounds),
+            "selected": np.zeros(rows, dtype=bool),
+            "kept": np.zeros(rows, dtype=bool),
+            "drop_reason": np.zeros(rows, dtype=np.int8),
+            **{name: np.full(rows, np.nan) for name in _TIME_COLUMNS},
+            "down_bytes": np.zeros(rows),
+            "up_bytes": np.zeros(rows),
+            "compute_s": np.zeros(rows),
+        }
+        self.round_rows: list[tuple[Any, ...]] = []
+        self.participation: list[np.ndarray] = []
+
+    def timeline(self) -> pd.DataFrame:
+        cols = dict(self.cols)
+        cols["drop_reason"] = np.array(DROP_REASONS, dtype=object)[cols["drop_reason"]]
+        return pd.DataFrame(cols, columns=list(TIMELINE_COLUMNS))
+
+    def rounds(self) -> pd.DataFrame:
+        frame = pd.DataFrame(self.round_rows, columns=list(ROUNDS_COLUMNS))
+        for name in ("round", "available", "selected", "participants"):
+            frame[name] = frame[name].astype(np.int64)
+        return frame
+
+
+def synchronous_round(
+    env: simpy.Environment, server: Server, plan: _Plan, round_num: int, record: _Recorder
+) -> Iterator[simpy.Event]:
+    """Process: one synchronous round (module docstring, steps 1-7).
+
+    All flows' start times follow from the round's start and the download
+    schedule, so each link computes its whole max-min schedule once
+    (``SharedLink.transfer_all``); the process then sleeps until the
+    collection ends and lets the server aggregate. Times inside the round are
+    offsets from its start (so a round's duration carries no rounding from the
+    absolute clock); the timeline stores absolute times.
+    """
+    t0 = env.now
+    available = plan.available(round_num)
+    selected = plan.select(round_num, available)
+    n = selected.size
+    base = (round_num - 1) * plan.n_clients
+    cols = record.cols
+    if not plan.all_available:
+        cols["drop_reason"][base + np.flatnonzero(~available)] = _UNAVAILABLE
+    deadline = plan.deadline_s if plan.deadline_s is not None else math.inf
+
+    if n == 0:
+        collect_end = 0.0
+        kept = np.zeros(0, dtype=bool)
+        down_sent = up_sent = compute_spent = np.zeros(0)
+        download_s = upload_s = upload_end = np.zeros(0)
+    else:
+        half_rtt = plan.half_rtt_s[selected]
+        compute_s = plan.compute_s[selected]
+
+        # download: every flow starts now on the server's egress
+        down_size = float(plan.payload.down_bytes_in_round(round_num))
+        down = server.egress.transfer_all(
+            np.zeros(n), np.full(n, down_size), plan.profiles.downlink_bps[selected], until_s=deadline
+        )
+        has_model = down.end_s + half_rtt  # inf if the download did not finish
+
+        # compute, and who quits during it
+        quits, moment = plan.dropouts(round_num, selected)
+        compute_end = has_model + compute_s
+        drop_at = np.where(quits, has_model + moment * compute_s, math.inf)
+
+        # upload: starts when the computation ends, on the server's ingress
+        uploads = ~quits & (compute_end < deadline)
+        up_size = float(plan.payload.up_bytes_in_round(round_num))
+        up = server.ingress.transfer_all(
+            compute_end[uploads], np.full(int(uploads.sum()), up_size),
+            plan.profiles.uplink_bps[selected][uploads], until_s=deadline,
+        )
+        arrival_raw = np.full(n, math.inf)  # the update is at the server
+        arrival_raw[uploads] = up.end_s + half_rtt[uploads]
+        arrival = np.where(arrival_raw <= deadline, arrival_raw, math.inf)  # in time
+
+        # collection ends: deadline, the m-th arrival, or nobody left to wait for
+        m_keep = min(plan.kept_target, n)
+        order = np.argsort(arrival, kind="stable")  # ties: lower client id first
+        mth_arrival = arrival[order[m_keep - 1]]
+        everyone_done = np.where(quits, drop_at, arrival).max()
+        collect_end = float(min(deadline, mth_arrival, everyone_done))
+        cut_code = _OVERCOMMIT if (n > m_keep and mth_arrival == collect_end) else _DEADLINE
+
+        kept = np.zeros(n, dtype=bool)
+        first = order[:m_keep]
+        kept[first[arrival[first] <= collect_end]] = True
+        reason = np.where(kept, _KEPT, np.where(quits & (drop_at <= collect_end), _DROPOUT, cut_code))
+
+        # what each client did up to the cut (kept clients finished everything)
+        download_s = np.minimum(has_model, collect_end)
+        computing = has_model <= collect_end
+        compute_stop = np.minimum(np.where(quits, drop_at, compute_end), collect_end)
+        uploading = uploads & (compute_end <= collect_end)
+        upload_end = np.where(uploading, np.minimum(arrival_raw, collect_end), np.nan)
+        upload_s = upload_end - compute_end
+        down_sent = down.sent_bytes_at(collect_end)
+        up_sent = np.zeros(n)
+        up_sent[uploads] = up.sent_bytes_at(collect_end)
+        compute_spent = np.where(computing, compute_stop - has_model, 0.0)
+
+        rows = base + selected
+        cols["selected"][rows] = True
+        cols["kept"][rows] = kept
+        cols["drop_reason"][rows] = reason
+        cols["download_start_s"][rows] = t0
+        cols["download_end_s"][rows] = t0 + download_s
+        cols["compute_start_s"][rows] = np.where(computing, t0 + has_model, np.nan)
+        cols["compute_end_s"][rows] = np.where(computing, t0 + compute_stop, np.nan)
+        cols["upload_start_s"][rows] = np.where(uploading, t0 + compute_end, np.nan)
+        cols["upload_end_s"][rows] = t0 + upload_end
+        cols["down_bytes"][rows] = down_sent
+        cols["up_bytes"][rows] = up_sent
+        cols["compute_s"][rows] = compute_spent
+
+        server.egress.release(min(collect_end, down.end_s.max()), down_sent.sum())
+        server.ingress.release(min(collect_end, up.end_s.max(initial=0.0)), up_sent.sum())
+
+    yield env.timeout(collect_end)
+    yield env.process(server.aggregate())
+
+    duration = collect_end + server.aggregation_s
+    participants = int(kept.sum())
+    if participants:
+        spent = compute_spent[kept]
+        breakdown = (
+            float(spent.mean()),
+            float(spent.max()),
+            float(download_s[kept].mean()),
+            float(upload_s[kept].mean()),
+            float((duration - upload_end[kept]).mean()),
+        )
+    else:
+        breakdown = (0.0, 0.0, 0.0, 0.0, duration)
+    down_total = float(down_sent.sum())
+    up_total = float(up_sent.sum())
+    record.round_rows.append(
+        (round_num, t0, env.now, duration, int(available.sum()), n, participants,
+         down_total, up_total, down_total + up_total, *breakdown)
+    )
+    record.participation.append(selected[kept].astype(np.int64))
+
+
+def federated_training(
+    env: simpy.Environment, server: Server, plan: _Plan, rounds: int, record: _Recorder,
+    progress: bool = False,
+) -> Iterator[simpy.Event]:
+    """Process: ``rounds`` synchronous rounds back to back."""
+    with tqdm(total=rounds, disable=not progress, desc="system", unit="round") as bar:
+        for round_num in range(1, rounds + 1):
+            yield env.process(synchronous_round(env, server, plan, round_num, record))
+            bar.update()
+
+
+def simulate(
+    system: SystemConfig,
+    *,
+    client_samples: np.ndarray,
+    payload: Payload,
+    work_fraction: float,
+    rounds: int,
+    seed: int,
+    base_dir: Path | None = None,
+    progress: bool = False,
+) -> SystemResult:
+    """Simulate ``rounds`` synchronous FL rounds of K = len(client_samples) clients.
+
+    A pure function of its arguments (the trace file, if any, is read; nothing
+    is written).
+
+    Args:
+        system: the scenario's ``system`` section.
+        client_samples: training samples per client (client k = element k).
+        payload: bytes per message (``payload_bytes``).
+        work_fraction: the share of the full model's training work
+            (``work_fraction``; P_R in the paper).
+        rounds: number of rounds (>= 1).
+        seed: the scenario seed (streams "profile", "round").
+        base_dir: where relative trace paths are resolved (the scenario's
+            directory).
+        progress: show a progress bar.
+
+    Raises:
+        ValueError: bad arguments (no clients, negative samples or work, rounds < 1).
+        fedsim.errors.InputError: a missing or malformed trace file.
+    """
+    samples = np.asarray(client_samples, dtype=float).reshape(-1)
+    if samples.size < 1 or not (samples >= 0).all():
+        raise ValueError("client_samples must hold at least one count, all >= 0")
+    if not work_fraction >= 0 or math.isinf(work_fraction):
+        raise ValueError(f"work_fraction must be finite and >= 0, got {work_fraction!r}")
+    if int(rounds) != rounds or rounds < 1:
+        raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
+    profiles = draw_profiles(system.clients, samples.size, seed, base_dir)
+    plan = _Plan(system, profiles, samples, payload, float(work_fraction), seed)
+    record = _Recorder(samples.size, int(rounds))
+    env = simpy.Environment()
+    server = Server(env, system.server)
+    env.process(federated_training(env, server, plan, int(rounds), record, progress))
+    env.run()
+    return SystemResult(record.timeline(), record.rounds(), record.participation, profiles)
+
+
+def save_result(result: SystemResult, directory: str | Path) -> None:
+    """Write timeline.parquet, rounds.parquet and profiles.parquet into
+    ``directory`` (each atomically)."""
+    directory = Path(directory)
+    for name, frame in (
+        ("timeline", result.timeline),
+        ("rounds", result.rounds),
+        ("profiles", result.profiles.to_frame()),
+    ):
+        with atomic_write(directory / f"{name}.parquet") as handle:
+            frame.to_parquet(handle, index=False)
+
+
+def load_result(directory: str | Path) -> SystemResult:
+    """Read what ``save_result`` wrote; participation is rebuilt from the
+    timeline's ``kept`` column."""
+    directory = Path(directory)
+    timeline = pd.read_parquet(directory / "timeline.parquet")
+    rounds = pd.read_parquet(directory / "rounds.parquet")
+    profiles = ClientProfiles.from_frame(pd.read_parquet(directory / "profiles.parquet"))
+    kept = timeline[timeline["kept"]]
+    by_round = dict(iter(kept.groupby("round")["client_id"]))
+    participation = [
+        np.sort(by_round[r].to_numpy(dtype=np.int64)) if r in by_round else np.zeros(0, np.int64)
+        for r in rounds["round"]
+    ]
+    return SystemResult(timeline, rounds, participation, profiles)
