@@ -84,6 +84,18 @@ class Scenario(Section):
             raw = {**raw, "methods": methods}
         return raw
 
+    @model_validator(mode="after")
+    def _methods_fit_pretraining(self) -> Scenario:
+        """A pruning method's rate must match a level the pre-training makes."""
+        from fedsim.learn.methods import required_iterations
+
+        for label, method in self.methods.items():
+            try:
+                required_iterations(method, self.pretrain)
+            except ValueError as exc:
+                raise ValueError(f"methods.{label}.remaining_rate: {exc}") from None
+        return self
+
     @field_validator("targets")
     @classmethod
     def _targets_are_accuracies(cls, targets: list[float]) -> list[float]:
@@ -259,9 +271,12 @@ def format_validation_error(exc: ValidationError, raw: Any, source: str) -> str:
             dotted = ".".join([*keys, str(loc[-1])])
         else:
             message = error["msg"].removeprefix("Value error, ")
-            if not isinstance(value, Mapping):
+            if not isinstance(value, Mapping) and repr(value) not in message:
                 message += f" (got {value!r})"
-        line = f"{source}: {dotted}: {message}"
+        if not keys and re.match(r"^[\w.-]+: ", message):
+            line = f"{source}: {message}"  # a model-level check that names its own key
+        else:
+            line = f"{source}: {dotted}: {message}"
         if line not in seen:
             seen.add(line)
             lines.append(line)

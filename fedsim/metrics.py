@@ -192,14 +192,17 @@ def metrics_table(
         }
         for target in targets:
             reached = nra(accuracy, target)
-            at = (lambda column, r=reached, p=part: math.nan if r is None else float(p[column].iloc[r - 1]))
+            at_nra = (
+                part[["cum_bytes", "cum_compute_s", "cum_wallclock_s"]].iloc[reached - 1].tolist()
+                if reached is not None else [math.nan] * 3
+            )
             rows.append({
                 **base,
                 "target_accuracy": float(target),
                 "nra": reached,
-                "cca_bytes": at("cum_bytes"),
-                "cta_s": at("cum_compute_s"),
-                "tta_s": at("cum_wallclock_s"),
+                "cca_bytes": float(at_nra[0]),
+                "cta_s": float(at_nra[1]),
+                "tta_s": float(at_nra[2]),
                 "final_accuracy": float(evaluated[-1]) if evaluated.size else math.nan,
                 "rounds_run": len(part),
                 **extra,

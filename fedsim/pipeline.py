@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import platform
 import subprocess
 import sys
@@ -160,7 +161,7 @@ def prepare_data(scenario: Scenario) -> Data:
     parts = make_partition(scenario.data.partition, labeled_y, seeding.rng(scenario.seed, "partition"))
     clients = ClientData.from_arrays(dataset.train_images[splits.labeled_idx], labeled_y, parts)
     test_x = torch.from_numpy(as_float(dataset.test_images))
-    test_y = torch.as_tensor(np.asarray(dataset.test_labels), dtype=torch.int64)
+    test_y = torch.as_tensor(np.array(dataset.test_labels), dtype=torch.int64)
     samples = np.array([len(p) for p in parts], dtype=np.int64)
     return Data(dataset.train_images[splits.unlabeled_idx], clients, test_x, test_y, samples)
 
@@ -550,8 +551,15 @@ def write_outputs(result: ScenarioResult, out_dir: Path, command: Sequence[str] 
 
     from fedsim.report import write_report
 
+    import shutil
+    import tempfile
+
     scenario = result.scenario
-    out_dir.mkdir(parents=True, exist_ok=True)
+    final_dir = Path(out_dir)
+    final_dir.mkdir(parents=True, exist_ok=True)
+    # Everything is written into a hidden staging directory first and moved into
+    # place only once complete: a crash while writing leaves earlier results intact.
+    out_dir = Path(tempfile.mkdtemp(prefix=".partial-", dir=final_dir))
     written: dict[str, Path] = {}
 
     def csv(frame: pd.DataFrame, name: str) -> None:
@@ -588,7 +596,14 @@ def write_outputs(result: ScenarioResult, out_dir: Path, command: Sequence[str] 
     prov["stage_seconds"]["report"] = round(time.perf_counter() - start, 2)
     store.write_text(out_dir / OUTPUTS["provenance"], json.dumps(prov, indent=2, sort_keys=True))
     written[OUTPUTS["provenance"]] = out_dir / OUTPUTS["provenance"]
-    return written
+    moved = {}
+    for name in written:
+        target = final_dir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(out_dir / name, target)
+        moved[name] = target
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return moved
 
 
 def run(scenario: Scenario, *, out_dir: Path | None = None, base_dir: Path | None = None,

@@ -195,3 +195,16 @@ def test_shared_link_refuses_overlapping_batches():
     assert link.carried_bytes == MBIT and link.flows == 1
     with pytest.raises(ValueError, match="capacity must be > 0"):
         SharedLink(env, 0.0, "ingress")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_many_flows_match_the_reference(seed):
+    # 60 contended flows with lognormal caps, bursts of simultaneous arrivals and mixed sizes
+    gen = np.random.default_rng(seed)
+    start = np.round(gen.uniform(0, 5, 60), 1)  # rounding makes simultaneous arrivals
+    size = gen.choice([125_000.0, 250_000.0, 1_066_440.0], 60)
+    cap = 5e6 * np.exp(0.8 * gen.standard_normal(60))
+    cap[::7] = math.inf
+    schedule = fluid_schedule(start, size, cap, 40e6)
+    expected = reference_schedule(start.tolist(), size.tolist(), cap.tolist(), 40e6)
+    assert schedule.end_s == pytest.approx(expected, rel=1e-9)

@@ -96,7 +96,7 @@ def test_bandwidth_refuses_bytes_with_a_hint():
 
 @pytest.mark.parametrize("bad", ["10 sec s", "10 days", "ten s", float("nan")])
 def test_bad_durations(bad):
-    with pytest.raises(ValueError, match="is not a duration; expected e.g. '50 ms'"):
+    with pytest.raises(ValueError, match=r"is not a duration; expected e\.g\. '50 ms'"):
         parse_duration(bad)
 
 

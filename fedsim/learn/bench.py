@@ -86,12 +86,14 @@ def random_clients(
     return ClientData(inputs, labels, parts)
 
 
-def _paired(run: Callable[[], None], flops: float, repeats: int, device: torch.device) -> dict[str, float]:
+def _paired(
+    run: Callable[[], None], flops: float, repeats: int, device: torch.device, matmul_size: int
+) -> dict[str, float]:
     """Time ``run`` ``repeats`` times, each right after a matmul FLOP-rate probe."""
     run()  # warm-up: allocations, thread pools, kernel selection
     times, floors = [], []
     for _ in range(repeats):
-        rate = matmul_flops_per_s(device=device)
+        rate = matmul_flops_per_s(matmul_size, device=device)
         _sync(device)
         start = time.perf_counter()
         run()
@@ -115,6 +117,7 @@ def bench_round(
     repeats: int = 3,
     device: str = "cpu",
     sparse: bool = False,
+    matmul_size: int = 4096,
 ) -> dict[str, Any]:
     """Median time of one batched FedAvg round (local training of every client,
     without aggregation and evaluation) against its FLOP floor.
@@ -122,6 +125,7 @@ def bench_round(
     Args:
         sparse: use a random mask of density 0.107 (the masking passes are
             extra work) instead of a dense model.
+        matmul_size: side of the square matmul that measures the FLOP rate.
     """
     cfg = cfg or FLConfig()
     dev = resolve_device(device)
@@ -135,7 +139,7 @@ def bench_round(
     ids = np.arange(num_clients)
     schedule = round_schedule(clients, ids, cfg, seed=0, round_num=1)
     flops = round_flops(schedule.samples, cfg.local_epochs)
-    out = _paired(lambda: model.train_round(params, schedule), flops, repeats, dev)
+    out = _paired(lambda: model.train_round(params, schedule), flops, repeats, dev, matmul_size)
     key = "cuda_round" if dev.type == "cuda" else ("sparse_round" if sparse else "round")
     return {
         f"{key}_s": out["time_s"],
@@ -154,6 +158,7 @@ def bench_sequential_round(
     cfg: FLConfig | None = None,
     *,
     repeats: int = 1,
+    matmul_size: int = 4096,
 ) -> dict[str, Any]:
     """Time of the same round with the reference trainer: one ``nn.Module``,
     one client after another, autograd and ``torch.optim.SGD`` (CPU)."""
@@ -169,12 +174,17 @@ def bench_sequential_round(
             local_train(model, clients, k, masks, cfg, seed=0, round_num=1)
 
     flops = round_flops(clients.sizes, cfg.local_epochs)
-    out = _paired(run, flops, repeats, torch.device("cpu"))
+    out = _paired(run, flops, repeats, torch.device("cpu"), matmul_size)
     return {"sequential_round_s": out["time_s"], "sequential_over_floor": out["ratio"]}
 
 
 def bench_pretrain_epoch(
-    num_samples: int = PAPER_UNLABELED, cfg: PretrainConfig | None = None, *, repeats: int = 3, device: str = "cpu"
+    num_samples: int = PAPER_UNLABELED,
+    cfg: PretrainConfig | None = None,
+    *,
+    repeats: int = 3,
+    device: str = "cpu",
+    matmul_size: int = 4096,
 ) -> dict[str, Any]:
     """Median time of one dense DAE epoch (noise, shuffle, 200 Adam steps) against
     its FLOP floor (`pretrain.dae_epoch_flops`, about 54.5 GFLOP)."""
@@ -189,7 +199,7 @@ def bench_pretrain_epoch(
     def run() -> None:
         train_dae(theta0, mask, data, cfg, seed=0, iteration=1, epochs=1)
 
-    out = _paired(run, flops, repeats, dev)
+    out = _paired(run, flops, repeats, dev, matmul_size)
     return {
         "pretrain_epoch_s": out["time_s"],
         "floor_pretrain_epoch_s": out["floor_s"],

@@ -54,6 +54,7 @@ from fedsim.learn.model import (
     Device,
     Params,
     as_inputs,
+    as_labels,
     evaluate,
     layer_shapes,
     resolve_device,
@@ -118,7 +119,7 @@ class ClientData:
         per client (e.g. what a `fedsim.data` partitioner returns)."""
         return cls(
             as_inputs(images),
-            torch.as_tensor(np.asarray(labels), dtype=torch.int64),
+            as_labels(labels),
             tuple(np.asarray(p) for p in partition),
         )
 
@@ -457,7 +458,7 @@ def train(
     mask.check(state.params)
     params = mask.apply(state.params.to(dev))
     test_x = as_inputs(test[0]).to(dev)
-    test_y = torch.as_tensor(test[1], dtype=torch.int64).to(dev)
+    test_y = as_labels(test[1]).to(dev)
     model = _BatchedMLP(clients, mask, cfg, dev)
     meta = {
         "seed": int(seed),

@@ -229,7 +229,7 @@ def encoder(dae: Params) -> Params:
 
 
 def as_inputs(images: Tensor | np.ndarray) -> Tensor:
-    """Images as float32 rows ``[N, 784]`` in [0, 1].
+    """Images as float32 rows ``[N, 784]`` in [0, 1] (always a new tensor).
 
     ``uint8`` pixels are divided by 255; floating inputs are taken as already
     scaled. Any trailing shape whose product is 784 is flattened.
@@ -237,14 +237,25 @@ def as_inputs(images: Tensor | np.ndarray) -> Tensor:
     Raises:
         ValueError: the trailing dimensions do not hold 784 values.
     """
-    x = torch.as_tensor(images)
-    n = int(x.shape[0]) if x.dim() else 0
-    if x.dim() < 2 or x[0].numel() != LENET_SIZES[0]:
-        raise ValueError(f"images of shape {tuple(x.shape)}: expected [N, 28, 28] or [N, 784]")
-    x = x.reshape(n, LENET_SIZES[0])
+    shape = tuple(images.shape)
+    if len(shape) < 2 or math.prod(shape[1:]) != LENET_SIZES[0]:
+        raise ValueError(f"images of shape {shape}: expected [N, 28, 28] or [N, 784]")
+    if isinstance(images, np.ndarray):  # convert in numpy: read-only arrays stay untouched
+        flat = images.reshape(shape[0], LENET_SIZES[0])
+        if flat.dtype == np.uint8:
+            return torch.from_numpy(flat.astype(np.float32) / np.float32(255.0))
+        return torch.from_numpy(np.array(flat, dtype=np.float32))
+    x = images.reshape(shape[0], LENET_SIZES[0])
     if x.dtype == torch.uint8:
         return x.to(torch.float32).div_(255.0)
-    return x.to(torch.float32).contiguous()
+    return x.to(torch.float32, copy=True).contiguous()
+
+
+def as_labels(labels: Tensor | np.ndarray) -> Tensor:
+    """Class labels as an int64 tensor ``[N]`` (always a new tensor)."""
+    if isinstance(labels, np.ndarray):
+        return torch.from_numpy(np.array(labels, dtype=np.int64).reshape(-1))
+    return labels.to(torch.int64, copy=True).reshape(-1)
 
 
 def logits(params: Params, x: Tensor) -> Tensor:

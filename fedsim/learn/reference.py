@@ -25,7 +25,7 @@ from fedsim.learn.federated import (
     participants,
 )
 from fedsim.learn.masks import Mask
-from fedsim.learn.model import LENET_SIZES, Params, as_inputs
+from fedsim.learn.model import LENET_SIZES, Params, as_inputs, as_labels
 from fedsim.learn.spec import FLConfig
 from fedsim.learn.trace import RoundRecord, TrainingTrace, TrainState
 
@@ -111,7 +111,7 @@ def train_reference(
     masks = [m.t().to(torch.float32) for m in mask.layers]
     model = LeNet()
     test_x = as_inputs(test[0])
-    test_y = torch.as_tensor(test[1], dtype=torch.int64)
+    test_y = as_labels(test[1])
     records = []
     for round_num in range(state.round_num + 1, rounds + 1):
         ids = participants(participation, round_num, clients.num_clients)

@@ -6,8 +6,20 @@ returns the per-client, per-round timeline, the per-round costs and who is
 aggregated in each round. See docs/network-model.md.
 """
 
-from fedsim.system.links import FluidSchedule, SharedLink, fluid_schedule, max_min_rates, water_level
-from fedsim.system.payload import Payload, flops_fraction, payload_bytes, remaining_rate, work_fraction
+from fedsim.system.links import (
+    FluidSchedule,
+    SharedLink,
+    fluid_schedule,
+    max_min_rates,
+    water_level,
+)
+from fedsim.system.payload import (
+    Payload,
+    flops_fraction,
+    payload_bytes,
+    remaining_rate,
+    work_fraction,
+)
 from fedsim.system.profiles import ClientProfiles, draw_profiles, read_trace
 from fedsim.system.sim import (
     DROP_REASONS,

@@ -136,6 +136,19 @@ class SystemResult:
     participation: list[np.ndarray]
     profiles: ClientProfiles
 
+    def round_costs(self) -> pd.DataFrame:
+        """The system's columns of rounds.csv, one row per round: round,
+        participants, round_bytes, round_compute_s (= mean_compute_s, the
+        participants' mean) and round_wallclock_s (= duration_s); join them
+        with a method's accuracy per round for ``fedsim.metrics.rounds_table``."""
+        return pd.DataFrame({
+            "round": self.rounds["round"],
+            "participants": self.rounds["participants"],
+            "round_bytes": self.rounds["round_bytes"],
+            "round_compute_s": self.rounds["mean_compute_s"],
+            "round_wallclock_s": self.rounds["duration_s"],
+        })
+
 
 class Server:
     """The FL server: owns its shared links and aggregates the kept updates.

@@ -1,0 +1,219 @@
+"""The scenario pipeline end to end on the tiny scenario (real MNIST, real
+training, real SimPy): outputs, golden metrics, caching, resume, atomicity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedsim import config, pipeline, store
+
+GOLDEN = Path(__file__).parent / "golden" / "tiny_metrics.csv"
+
+
+def run_tiny(tiny_path: Path, out: Path, overrides: tuple[str, ...] = (), **kwargs) -> pipeline.ScenarioResult:
+    scenario = config.load(tiny_path, overrides)
+    return pipeline.run(scenario, out_dir=out, base_dir=tiny_path.parent, **kwargs)
+
+
+@pytest.fixture
+def tiny_run(tiny_path: Path, cache_root: Path, tmp_path: Path) -> pipeline.ScenarioResult:
+    return run_tiny(tiny_path, tmp_path / "out")
+
+
+def test_outputs_follow_the_contract(tiny_run: pipeline.ScenarioResult, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    for name in ("metrics.csv", "rounds.csv", "rounds.parquet", "metrics.parquet", "timeline.parquet",
+                 "scenario.resolved.yaml", "summary.md", "provenance.json"):
+        assert (out / name).is_file(), name
+    assert list(out.glob("figures/*.png"))
+    assert not list(out.glob(".partial-*")), "staging directory left behind"
+    metrics = pd.read_csv(out / "metrics.csv")
+    for column in ("method", "remaining_rate", "params", "comm_bytes_per_round", "compute_s_per_round",
+                   "target_accuracy", "nra", "cca_bytes", "cta_s", "tta_s", "final_accuracy", "rounds_run"):
+        assert column in metrics.columns
+    rounds = pd.read_csv(out / "rounds.csv")
+    for column in ("method", "round", "accuracy", "loss", "participants", "round_bytes", "cum_bytes",
+                   "round_compute_s", "cum_compute_s", "round_wallclock_s", "cum_wallclock_s"):
+        assert column in rounds.columns
+    assert len(rounds) == 2 * 3 and len(metrics) == 2 * 2
+    # CCA/CTA/TTA at NRA@x are the cum_* values of round NRA@x
+    for row in metrics.dropna(subset=["nra"]).itertuples():
+        at = rounds[(rounds["method"] == row.method) & (rounds["round"] == row.nra)].iloc[0]
+        assert row.cca_bytes == at["cum_bytes"] and row.cta_s == at["cum_compute_s"]
+        assert row.tta_s == at["cum_wallclock_s"]
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["fedsim"] and provenance["torch"] and "train" in provenance["stage_seconds"]
+    # hp-fl at P_R 0.8 sends fewer bytes than the dense original
+    per_round = metrics.groupby("method")["comm_bytes_per_round"].first()
+    assert per_round["hp-fl"] < per_round["original"]
+
+
+def test_golden_metrics(tiny_run: pipeline.ScenarioResult) -> None:
+    """The tiny scenario's metrics against a checked-in expectation. Accuracy is
+    compared with a tolerance (float summation order may differ across BLAS
+    builds); traffic and simulated times are exact arithmetic."""
+    expected = pd.read_csv(GOLDEN)
+    got = tiny_run.metrics.reset_index(drop=True)
+    assert list(got["method"]) == list(expected["method"])
+    np.testing.assert_allclose(got["final_accuracy"], expected["final_accuracy"], atol=0.01)
+    np.testing.assert_allclose(got["comm_bytes_per_round"], expected["comm_bytes_per_round"], rtol=1e-12)
+    np.testing.assert_allclose(got["compute_s_per_round"], expected["compute_s_per_round"], rtol=1e-9)
+    assert list(got["nra"].astype("float").fillna(-1)) == list(expected["nra"].fillna(-1))
+
+
+def test_second_run_uses_the_cache(tiny_path: Path, cache_root: Path, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    first = run_tiny(tiny_path, tmp_path / "a")
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a cached stage ran again")
+
+    monkeypatch.setattr(pipeline, "train", forbidden)
+    monkeypatch.setattr(pipeline, "simulate", forbidden)
+    monkeypatch.setattr(pipeline, "pretrain", forbidden)
+    second = run_tiny(tiny_path, tmp_path / "b")
+    pd.testing.assert_frame_equal(first.metrics, second.metrics)
+    pd.testing.assert_frame_equal(first.rounds, second.rounds)
+
+
+def test_cache_keys_follow_what_each_stage_reads(tiny_path: Path) -> None:
+    base = config.load(tiny_path)
+    faster = config.load(tiny_path, ["system.clients.uplink=50 Mbps"])
+    new_lr = config.load(tiny_path, ["fl.lr=0.05"])
+    explicit_default = config.load(tiny_path, ["fl.batch_size=60", "pretrain.noise_var=0.25"])
+    more_levels = config.load(tiny_path, ["pretrain.iterations=4"])
+    new_noise = config.load(tiny_path, ["pretrain.noise_var=0.1"])
+    method = base.methods["hp-fl"]
+    cpu = pipeline.resolve_device("cpu")
+
+    def train_key(s: config.Scenario) -> str:
+        return pipeline.train_key(s, s.methods["hp-fl"], None, cpu)
+
+    # a bandwidth changes neither pre-training nor training (full participation)
+    assert pipeline.pretrain_key(faster) == pipeline.pretrain_key(base)
+    assert train_key(faster) == train_key(base)
+    assert config.section_key(faster.system) != config.section_key(base.system)
+    # a learning rate re-trains but keeps the ticket
+    assert train_key(new_lr) != train_key(base)
+    assert pipeline.pretrain_key(new_lr) == pipeline.pretrain_key(base)
+    # writing a default explicitly changes nothing
+    assert train_key(explicit_default) == train_key(base)
+    assert pipeline.pretrain_key(explicit_default) == pipeline.pretrain_key(base)
+    # more IMP iterations extend the same ticket; the noise makes another one
+    assert pipeline.pretrain_key(more_levels) == pipeline.pretrain_key(base)
+    assert pipeline.pretrain_key(new_noise) != pipeline.pretrain_key(base)
+    # participation enters the training key
+    some = [np.array([0, 1]), np.array([1, 2]), np.array([0, 3])]
+    assert pipeline.train_key(base, method, some, cpu) != train_key(base)
+
+
+def test_bandwidth_change_reruns_only_the_simulation(tiny_path: Path, cache_root: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    first = run_tiny(tiny_path, tmp_path / "a")
+    calls = {"simulate": 0}
+    real_simulate = pipeline.simulate
+
+    def counting(*args, **kwargs):
+        calls["simulate"] += 1
+        return real_simulate(*args, **kwargs)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("training ran again for a bandwidth change")
+
+    monkeypatch.setattr(pipeline, "simulate", counting)
+    monkeypatch.setattr(pipeline, "train", forbidden)
+    second = run_tiny(tiny_path, tmp_path / "b", ("system.clients.uplink=1 Mbps",))
+    assert calls["simulate"] == 2  # one per method
+    np.testing.assert_array_equal(first.rounds["accuracy"], second.rounds["accuracy"])
+    assert (second.rounds["cum_wallclock_s"].to_numpy() > first.rounds["cum_wallclock_s"].to_numpy()).all()
+
+
+def test_resume_after_interrupt_equals_uninterrupted(tiny_path: Path, cache_root: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    overrides = ("rounds.max=5", "rounds.checkpoint_every=2", "methods={original: {}}")
+    reference = run_tiny(tiny_path, tmp_path / "ref", overrides).rounds
+
+    monkeypatch.setenv("FEDSIM_CACHE", str(tmp_path / "cache2"))
+    real_train = pipeline.train
+
+    def interrupted(*args, **kwargs):
+        on_round = kwargs["on_round"]
+
+        def hook(round_num, params, record):
+            on_round(round_num, params, record)
+            if round_num == 3:
+                raise KeyboardInterrupt
+
+        return real_train(*args, **{**kwargs, "on_round": hook})
+
+    monkeypatch.setattr(pipeline, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_tiny(tiny_path, tmp_path / "out", overrides)
+    assert not (tmp_path / "out" / "metrics.csv").exists()
+
+    started = []
+
+    def resumed(*args, **kwargs):
+        started.append(kwargs["start"].round_num if kwargs.get("start") else 0)
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "train", resumed)
+    again = run_tiny(tiny_path, tmp_path / "out", overrides).rounds
+    assert started == [2], "should resume from the round-2 checkpoint"
+    pd.testing.assert_frame_equal(reference, again)
+
+
+def test_corrupt_cache_entry_is_recomputed(tiny_path: Path, cache_root: Path, tmp_path: Path,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    first = run_tiny(tiny_path, tmp_path / "a")
+    entries = list((cache_root / "train").iterdir())
+    assert entries
+    victim = next(p for p in entries[0].iterdir() if p.name.startswith("trace"))
+    victim.write_bytes(victim.read_bytes()[:100])  # truncate
+    caplog.set_level("WARNING")
+    second = run_tiny(tiny_path, tmp_path / "b")
+    assert any("corrupt" in r.message for r in caplog.records)
+    pd.testing.assert_frame_equal(first.rounds, second.rounds)
+
+
+def test_failed_report_keeps_earlier_results(tiny_path: Path, cache_root: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out"
+    run_tiny(tiny_path, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    import fedsim.report
+
+    monkeypatch.setattr(fedsim.report, "write_report", broken)
+    with pytest.raises(RuntimeError):
+        run_tiny(tiny_path, out, ("fl.lr=0.05",))
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert after == before
+
+
+def test_atomic_write_keeps_old_file_on_error(tmp_path: Path) -> None:
+    path = tmp_path / "table.csv"
+    store.write_text(path, "old\n")
+    with pytest.raises(ValueError), store.atomic_write(path, "w") as handle:
+        handle.write("half a ta")
+        raise ValueError("crash mid-write")
+    assert path.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]
+
+
+def test_cache_entry_detects_tampering(tmp_path: Path) -> None:
+    entry = store.CacheEntry("stage", "key", root=tmp_path)
+    store.write_bytes(entry.file("a.bin"), b"payload")
+    assert not entry.valid()
+    entry.seal(["a.bin"])
+    assert entry.valid()
+    (entry.path / "a.bin").write_bytes(b"payloaX")
+    assert not entry.valid()
