@@ -15,11 +15,11 @@ def test_matmul_rate_and_rss_are_positive():
 
 
 def test_round_benchmark_reports_time_and_floor():
-    out = bench.bench_round(num_clients=3, samples_per_client=50, cfg=FLConfig(local_epochs=1), repeats=1, matmul_size=256)
+    out = bench.bench_batched_round(num_clients=3, samples_per_client=50, cfg=FLConfig(local_epochs=1), repeats=1, matmul_size=256)
     assert out["round_s"] > 0 and out["floor_round_s"] > 0
     assert out["round_gflop"] == pytest.approx(3 * 50 * 1_126_800 / 1e9)
     assert out["round_over_floor"] == pytest.approx(out["round_s"] / out["floor_round_s"], rel=1e-9)
-    sparse = bench.bench_round(num_clients=2, samples_per_client=20, cfg=FLConfig(local_epochs=1), repeats=1, sparse=True,
+    sparse = bench.bench_batched_round(num_clients=2, samples_per_client=20, cfg=FLConfig(local_epochs=1), repeats=1, sparse=True,
                                matmul_size=256)
     assert sparse["sparse_round_s"] > 0
 

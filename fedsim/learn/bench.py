@@ -13,6 +13,10 @@ one large float32 matmul, taken right before it, and the figures are medians.
 * ``pretrain_epoch_s`` / ``floor_pretrain_epoch_s``: one DAE epoch likewise.
 * ``peak_rss_mb``: peak resident memory of the process so far.
 * ``cuda_round_s``: one batched round on the GPU (None without CUDA).
+
+`bench_round` (FedAvg) and `bench_pretrain` (DAE) are the two parts that
+``fedsim bench`` calls; the ``bench_*`` functions below them measure one thing
+each and take sizes, so tests can run them small.
 """
 
 from __future__ import annotations
@@ -109,7 +113,7 @@ def _paired(
     }
 
 
-def bench_round(
+def bench_batched_round(
     num_clients: int = PAPER_CLIENTS,
     samples_per_client: int = PAPER_SAMPLES_PER_CLIENT,
     cfg: FLConfig | None = None,
@@ -209,34 +213,62 @@ def bench_pretrain_epoch(
 
 
 def bench_cuda_round(repeats: int = 5) -> dict[str, Any]:
-    """`bench_round` on the GPU; ``{"cuda_round_s": None, ...}`` without CUDA."""
+    """`bench_batched_round` on the GPU; ``{"cuda_round_s": None, ...}`` without CUDA."""
     if not torch.cuda.is_available():
         return {"cuda_round_s": None, "cuda_skipped": "no CUDA device"}
-    out = bench_round(repeats=repeats, device="cuda")
+    out = bench_batched_round(repeats=repeats, device="cuda")
     out["cuda_device"] = torch.cuda.get_device_name()
     return out
 
 
-def run_all(*, quick: bool = False) -> dict[str, Any]:
-    """All figures as one dict (``quick``: fewer repeats, sequential round on 10
-    clients scaled by 10)."""
-    repeats = 1 if quick else 3
-    out: dict[str, Any] = {
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "device_cpu": _cpu_name(),
-    }
-    out.update(bench_round(repeats=repeats))
+def _say(progress: bool, text: str) -> None:
+    if progress:
+        print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+def bench_round(*, progress: bool = False, quick: bool = False, repeats: int = 3) -> dict[str, Any]:
+    """The FedAvg figures: batched round vs its FLOP floor, the same with a sparse
+    mask, the reference per-client loop, the GPU round when there is one.
+
+    Args:
+        progress: say on stderr what is being measured.
+        quick: one repeat, and the sequential loop on 10 clients scaled to 100.
+        repeats: timed repeats of each batched measurement (median reported).
+    """
+    repeats = 1 if quick else repeats
+    _say(progress, "batched FedAvg round (100 clients x 400 samples, 5 epochs)")
+    out: dict[str, Any] = {"device_cpu": _cpu_name(), "threads": torch.get_num_threads()}
+    out.update(bench_batched_round(repeats=repeats))
+    _say(progress, "batched round with a P_R = 0.107 mask")
+    sparse = bench_batched_round(repeats=repeats, sparse=True)
+    out.update({k: v for k, v in sparse.items() if k.startswith(("sparse_", "floor_sparse"))})
+    _say(progress, "reference per-client loop")
     if quick:
-        seq = bench_sequential_round(num_clients=10, repeats=1)
+        seq = bench_sequential_round(num_clients=10)
         out["sequential_round_s"] = seq["sequential_round_s"] * PAPER_CLIENTS / 10
         out["sequential_over_floor"] = seq["sequential_over_floor"]
     else:
         out.update(bench_sequential_round())
     out["sequential_over_batched"] = out["sequential_round_s"] / out["round_s"]
-    out.update(bench_pretrain_epoch(repeats=repeats))
+    _say(progress, "CUDA round")
     out.update(bench_cuda_round())
     out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def bench_pretrain(*, progress: bool = False, quick: bool = False, repeats: int = 3) -> dict[str, Any]:
+    """The pre-training figures: one DAE epoch (20,000 samples) vs its FLOP floor."""
+    _say(progress, "DAE epoch (20,000 samples, batch 100)")
+    out = bench_pretrain_epoch(repeats=1 if quick else repeats)
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def run_all(*, quick: bool = False, progress: bool = False) -> dict[str, Any]:
+    """`bench_round` and `bench_pretrain` together, as one dict."""
+    out = bench_round(quick=quick, progress=progress)
+    out.update(bench_pretrain(quick=quick, progress=progress))
+    out["torch"] = torch.__version__
     return out
 
 
@@ -254,7 +286,9 @@ def _cpu_name() -> str:
 
 
 __all__ = [
+    "bench_batched_round",
     "bench_cuda_round",
+    "bench_pretrain",
     "bench_pretrain_epoch",
     "bench_round",
     "bench_sequential_round",
