@@ -6,7 +6,7 @@ PYTHON ?= python3
 
 demo:
 	$(PYTHON) -m pip install -q -e .
-	fedsim scenario scenarios/mobile.yaml
+	$(PYTHON) -m fedsim scenario scenarios/mobile.yaml
 
 test:
 	$(PYTHON) -m pip install -q -e ".[dev]"
@@ -16,4 +16,4 @@ lint:
 	$(PYTHON) -m ruff check fedsim tests
 
 bench:
-	fedsim bench --json
+	$(PYTHON) -m fedsim bench --json

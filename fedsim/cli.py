@@ -194,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted: finished stages and checkpoints are kept; run again to resume",
               file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 -- the CLI's last line of defence
+    except Exception as exc:
         if debug:
             raise
         print(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",

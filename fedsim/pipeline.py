@@ -548,11 +548,10 @@ def write_outputs(result: ScenarioResult, out_dir: Path, command: Sequence[str] 
     Every file is written atomically; earlier results are replaced only file by
     file once the new ones exist."""
     import json
-
-    from fedsim.report import write_report
-
     import shutil
     import tempfile
+
+    from fedsim.report import write_report
 
     scenario = result.scenario
     final_dir = Path(out_dir)

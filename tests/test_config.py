@@ -124,11 +124,11 @@ def test_overrides_set_values_and_create_sections(tmp_path: Path) -> None:
 
 def test_override_errors(tmp_path: Path) -> None:
     path = write(tmp_path, BASE)
-    with pytest.raises(InputError, match="KEY.PATH=VALUE"):
+    with pytest.raises(InputError, match=r"KEY\.PATH=VALUE"):
         config.load(path, ["rounds.max"])
-    with pytest.raises(InputError, match="rounds.max is a value"):
+    with pytest.raises(InputError, match=r"rounds\.max is a value"):
         config.load(path, ["rounds.max=3", "rounds.max.x=4"])
-    with pytest.raises(InputError, match="fl.lrr: unknown key"):
+    with pytest.raises(InputError, match=r"fl\.lrr: unknown key"):
         config.load(path, ["fl.lrr=0.3"])
 
 

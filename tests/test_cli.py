@@ -1,0 +1,82 @@
+"""The command line, called in-process: exit statuses, messages, outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fedsim.cli import main
+
+SCENARIOS = Path(__file__).parents[1] / "scenarios"
+
+
+def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(SCENARIOS / "paper.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "valid scenario 'paper'" in out and "hp-fl-0.41" in out
+
+
+def test_bad_scenario_exits_2_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: bad\nmethods:\n  original: {}\nsystem:\n  clients:\n    uplink: '-3 Mbps'\n")
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: system.clients.uplink" in err and "> 0" in err
+    assert "Traceback" not in err
+
+
+def test_debug_shows_the_exception(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: bad\nmethods: {}\n")
+    from fedsim.errors import InputError
+
+    with pytest.raises(InputError):
+        main(["validate", str(path), "--debug"])
+
+
+def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["scenario"]) == 2
+    assert "path" in capsys.readouterr().err
+    assert main(["frobnicate"]) == 2
+
+
+def test_set_override_error_names_the_key(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(SCENARIOS / "quickstart.yaml"), "--set", "fl.lrr=1"]) == 2
+    assert "fl.lrr: unknown key" in capsys.readouterr().err
+
+
+def test_data_info_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "fetch", "mnist"]) == 0
+    capsys.readouterr()
+    assert main(["data", "info", "mnist", "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    counts = facts["splits"]["train"]["label_counts"]
+    assert [counts[str(d)] for d in range(10)] == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert facts["splits"]["test"]["count"] == 10000
+
+
+def test_unknown_dataset_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "fetch", "cifar-1000"]) == 2
+    assert "mnist" in capsys.readouterr().err
+
+
+def test_scenario_runs_and_writes_report(tiny_path: Path, cache_root: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    status = main(["scenario", str(tiny_path), "--out", str(out), "--quiet", "--methods", "original",
+                   "--rounds", "2", "--set", "system.clients.uplink=2 Mbps"])
+    assert status == 0
+    assert "report written" in capsys.readouterr().out
+    resolved = (out / "scenario.resolved.yaml").read_text()
+    assert "uplink" in resolved and "2000000.0" in resolved
+    metrics = (out / "metrics.csv").read_text().splitlines()
+    assert len(metrics) == 1 + 2  # one method x two targets
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert "--methods original" in provenance["command"]
+
+
+def test_unknown_method_selection_exits_2(tiny_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["scenario", str(tiny_path), "--methods", "nope"]) == 2
+    assert "unknown method" in capsys.readouterr().err
