@@ -117,7 +117,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_sweep(args: argparse.Namespace) -> int:
+def _cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from fedsim import study
 
     spec = study.load(args.path)
@@ -125,7 +125,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         print(study.plan(spec).describe())
         return 0
     result = study.run(spec, out_dir=args.out, executor=args.executor, address=args.address,
-                       workers=args.workers, progress=not args.quiet)
+                       workers=args.workers, progress=not args.quiet, command=["fedsim", *argv])
     print(f"sweep written to {result.out_dir}/ (sweep.csv, report.pdf, summary.md)")
     return 0 if not result.failed else 1
 
@@ -162,7 +162,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 _COMMANDS = {
     "validate": _cmd_validate,
-    "sweep": _cmd_sweep,
     "data": _cmd_data,
     "bench": _cmd_bench,
 }
@@ -182,8 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.setLevel(logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO))
     try:
         args = build_parser().parse_args(argv)
-        if args.command == "scenario":
-            return _cmd_scenario(args, argv)
+        if args.command in ("scenario", "sweep"):
+            return (_cmd_scenario if args.command == "scenario" else _cmd_sweep)(args, argv)
         return _COMMANDS[args.command](args)
     except InputError as exc:
         if debug:

@@ -151,9 +151,23 @@ class Data:
     client_samples: np.ndarray
 
 
+_DATA_MEMO: dict[str, Data] = {}
+
+
 def prepare_data(scenario: Scenario) -> Data:
     """Load the dataset, split off the server's unlabeled pool and partition
-    the labeled pool over the clients (streams "split" and "partition")."""
+    the labeled pool over the clients (streams "split" and "partition").
+
+    Memoised per process by the data key: a study's worker runs many cells on
+    the same data, and loading MNIST costs about half a second each time."""
+    key = store.stable_hash(data_key(scenario))
+    if key not in _DATA_MEMO:
+        _DATA_MEMO.clear()  # keep one dataset in memory, not one per key
+        _DATA_MEMO[key] = _prepare_data(scenario)
+    return _DATA_MEMO[key]
+
+
+def _prepare_data(scenario: Scenario) -> Data:
     dataset = load(scenario.data.dataset)
     n_train = len(dataset.train_labels)
     splits = split_unlabeled(n_train, scenario.data.unlabeled, seeding.rng(scenario.seed, "split"))
@@ -316,12 +330,27 @@ def system_stage(scenario: Scenario, mask: Mask, client_samples: np.ndarray,
             return load_result(entry.path), payload, work
         except (OSError, ValueError, KeyError) as exc:
             log.warning("system cache entry %s is unreadable (%s); recomputing", entry.path, exc)
-    entry.clear()
     result = simulate(scenario.system, client_samples=client_samples, payload=payload,
                       work_fraction=work, rounds=scenario.rounds.max, seed=scenario.seed,
                       base_dir=base_dir, progress=progress)
-    save_result(result, entry.path)
-    entry.seal(files)
+    # Written into a private directory and renamed into place, so that two
+    # processes simulating the same key never see each other's partial files.
+    import shutil
+    import tempfile
+
+    entry.path.parent.mkdir(parents=True, exist_ok=True)
+    staging = store.CacheEntry("system", entry.key)
+    staging.path = Path(tempfile.mkdtemp(prefix=f".{entry.key}.", dir=entry.path.parent))
+    save_result(result, staging.path)
+    staging.seal(files)
+    if entry.valid():  # another process finished first: keep its (identical) entry
+        shutil.rmtree(staging.path, ignore_errors=True)
+    else:
+        shutil.rmtree(entry.path, ignore_errors=True)
+        try:
+            os.replace(staging.path, entry.path)
+        except OSError:  # lost a race to another writer; its entry is as good
+            shutil.rmtree(staging.path, ignore_errors=True)
     return result, payload, work
 
 
@@ -498,7 +527,8 @@ def join(scenario: Scenario, results: dict[str, MethodResult]
     return rounds, table, pd.concat(timelines, ignore_index=True)
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
+    """The git commit of the fedsim source tree, when it is a checkout."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
                              capture_output=True, text=True, timeout=5, check=True)
@@ -514,7 +544,7 @@ def provenance(result: ScenarioResult, command: Sequence[str] | None) -> dict[st
     device = resolve_device(result.scenario.device)
     return {
         "fedsim": __version__,
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "simpy": simpy.__version__,

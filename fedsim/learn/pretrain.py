@@ -388,18 +388,32 @@ def pretrain(
     if ticket.iterations == wanted:
         return ticket
     data = as_inputs(unlabeled).to(dev)
-    for iteration in range(ticket.iterations + 1, wanted + 1):
-        mask = ticket.masks[-1]
-        with tqdm(
-            total=cfg.epochs, disable=not progress, unit="epoch", desc=f"IMP iteration {iteration}/{wanted}"
-        ) as bar:
-            trained, losses = train_dae(ticket.theta0, mask, data, cfg, seed=seed, iteration=iteration, bar=bar)
-        pruned = prune_magnitude(trained.to("cpu").weights, mask, cfg.prune_fraction, cfg.scope)
-        recon = np.concatenate([ticket.recon_loss.reshape(-1, losses.size), losses[None, :]])
-        pretrained = ticket.pretrained
-        if iteration == 1:
-            pretrained = trained.to("cpu").layers(0, ENCODER_LAYERS).clone()
-        ticket = Ticket(ticket.theta0, (*ticket.masks, pruned), pretrained, recon, meta)
-        if on_iteration is not None:
-            on_iteration(ticket)
+    first = ticket.iterations + 1
+    outer = tqdm(total=wanted - ticket.iterations, disable=not progress, unit="iteration", desc="IMP")
+    try:
+        for iteration in range(first, wanted + 1):
+            mask = ticket.masks[-1]
+            with tqdm(
+                total=cfg.epochs,
+                disable=not progress,
+                unit="epoch",
+                desc=f"iteration {iteration}/{wanted}",
+                leave=False,
+            ) as bar:
+                trained, losses = train_dae(
+                    ticket.theta0, mask, data, cfg, seed=seed, iteration=iteration, bar=bar
+                )
+            trained = trained.to("cpu")
+            pruned = prune_magnitude(trained.weights, mask, cfg.prune_fraction, cfg.scope)
+            recon = np.concatenate([ticket.recon_loss.reshape(-1, losses.size), losses[None, :]])
+            pretrained = ticket.pretrained
+            if iteration == 1:
+                pretrained = trained.layers(0, ENCODER_LAYERS).clone()
+            ticket = Ticket(ticket.theta0, (*ticket.masks, pruned), pretrained, recon, meta)
+            outer.update(1)
+            outer.set_postfix(P_R=f"{ticket.encoder_mask(iteration).remaining_rate:.3f}")
+            if on_iteration is not None:
+                on_iteration(ticket)
+    finally:
+        outer.close()
     return ticket
