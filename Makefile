@@ -9,7 +9,7 @@ demo:
 	$(PYTHON) -m fedsim scenario scenarios/mobile.yaml
 
 test:
-	$(PYTHON) -m pip install -q -e ".[dev]"
+	$(PYTHON) -m pip install -q -e ".[dev,ray]"
 	$(PYTHON) -m pytest
 
 lint:
