@@ -5,4 +5,11 @@ clients' links, devices and the server's link gives its time and traffic.
 See docs/architecture.md for the data flow.
 """
 
+import os
+
+# PyTorch's OpenMP threads spin while waiting by default; on a machine whose
+# cores are shared with other jobs that makes a training round 10x slower
+# (docs/performance.md). Set before torch is first imported; users can override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 __version__ = "0.1.0"

@@ -207,6 +207,21 @@ def test_resumed_run_equals_uninterrupted_run(clients, test_set, theta0):
     assert second_params[4].equal(full_params[4])
 
 
+def test_block_size_changes_only_rounding(clients, test_set, theta0, sparse_mask):
+    common = dict(init=theta0, mask=sparse_mask, clients=clients, test=test_set, cfg=CFG, seed=3, rounds=2)
+    one, p_one = _last_params(block_clients=5, **common)
+    two, p_two = _last_params(block_clients=2, **common)
+    solo, p_solo = _last_params(block_clients=1, **common)
+    _, p_again = _last_params(block_clients=2, **common)
+    assert p_again[2].equal(p_two[2])  # a fixed block size is bit-reproducible
+    # the same arithmetic, up to the BLAS's float rounding for other batch counts
+    assert p_one[2].max_abs_diff(p_two[2]) < 1e-6 and p_one[2].max_abs_diff(p_solo[2]) < 1e-6
+    assert one.client_rounds.equals(two.client_rounds)
+    assert np.allclose(one.rounds["loss"], solo.rounds["loss"], atol=1e-6)
+    with pytest.raises(ValueError, match="block_clients 0"):
+        train(theta0, sparse_mask, clients, test_set, CFG, seed=0, rounds=1, block_clients=0)
+
+
 def test_stop_predicate_ends_the_run(clients, test_set, theta0):
     calls = []
     trace = train(theta0, Mask.dense_like(theta0), clients, test_set, CFG, seed=0, rounds=5,

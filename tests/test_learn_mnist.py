@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from fedsim import seeding
-from fedsim.learn import FLConfig, MethodConfig, PretrainConfig, build, init_dae, pretrain, train
+from fedsim.learn import FLConfig, MethodConfig, PretrainConfig, build, init_dae, train
 from fedsim.learn.federated import ClientData
+from fedsim.learn.pretrain import pretrain
 
 pytestmark = pytest.mark.slow
 

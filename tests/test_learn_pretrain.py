@@ -10,7 +10,15 @@ import torch.nn.functional as F
 from fedsim import seeding
 from fedsim.learn.masks import Mask, level_counts, prune_magnitude
 from fedsim.learn.model import DAE_SIZES, ENCODER_LAYERS, Params, init_dae, layer_shapes
-from fedsim.learn.pretrain import Ticket, dae_epoch_flops, expected_levels, pretrain, train_dae
+from fedsim.learn.pretrain import (
+    NOISE_BLOCKS,
+    Ticket,
+    dae_epoch_flops,
+    expected_levels,
+    noisy_inputs,
+    pretrain,
+    train_dae,
+)
 from fedsim.learn.spec import PretrainConfig
 
 # Tiny but real: the DAE is full size (784-300-100-10-100-300-784), the pool is small.
@@ -40,8 +48,7 @@ def _autograd_dae(theta0: Params, mask: Mask, data: torch.Tensor, cfg: PretrainC
     optimizer = torch.optim.Adam(tensors, lr=cfg.lr)
     last = len(DAE_SIZES) - 2
     for epoch in range(1, cfg.epochs + 1):
-        gen = seeding.torch_generator(seed, "pretrain", iteration, epoch, "noise")
-        noisy = torch.empty_like(data).normal_(cfg.noise_mean, cfg.noise_std, generator=gen).add_(data).clamp_(0, 1)
+        noisy = noisy_inputs(data, cfg, seed=seed, iteration=iteration, epoch=epoch)
         order = seeding.rng(seed, "pretrain", iteration, epoch, "shuffle").permutation(data.shape[0])
         for lo in range(0, data.shape[0], cfg.batch_size):
             idx = torch.from_numpy(order[lo : lo + cfg.batch_size])
@@ -79,6 +86,24 @@ def test_hand_written_dae_step_matches_autograd_and_adam(theta0, pool, sparse):
     assert not ours.equal(mask.apply(theta0))  # it did train
     for w, m in zip(ours.weights, mask.layers, strict=True):
         assert torch.count_nonzero(w[~m]) == 0
+
+
+def test_noise_is_clipped_gaussian_with_the_configured_moments():
+    data = torch.full((4000, 784), 0.25)
+    cfg = PretrainConfig(noise_mean=0.1, noise_var=0.01)  # std 0.1: clipping is rare
+    noisy = noisy_inputs(data, cfg, seed=0, iteration=1, epoch=1)
+    assert float(noisy.min()) >= 0.0 and float(noisy.max()) <= 1.0
+    assert float((noisy - data).mean()) == pytest.approx(0.1, abs=1e-3)
+    assert float((noisy - data).std()) == pytest.approx(0.1, abs=1e-3)
+    # the blocks come from their own streams: the result does not depend on threads
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(3) as pool:
+        parallel = noisy_inputs(data, cfg, seed=0, iteration=1, epoch=1, pool=pool)
+    assert torch.equal(parallel, noisy)
+    assert not torch.equal(noisy_inputs(data, cfg, seed=0, iteration=1, epoch=2), noisy)
+    blocks = noisy.chunk(NOISE_BLOCKS)
+    assert not torch.equal(blocks[0], blocks[1])
 
 
 def test_noise_scale_reads_variance_or_std():

@@ -10,6 +10,9 @@ Unsupervised Pre-training for Model Compression in Federated Learning"):
 * `federated`: batched FedAvg over all participants at once -> `TrainingTrace`;
 * `reference`: the plain per-client trainer the batched one is checked against;
 * `spec`: the config sections; `bench`: performance figures.
+
+The package re-exports the main names, but not the function
+`pretrain.pretrain`: ``fedsim.learn.pretrain`` stays the module.
 """
 
 from fedsim.learn.federated import ClientData, fedavg, round_flops, train
@@ -25,7 +28,7 @@ from fedsim.learn.model import (
     init_params,
     resolve_device,
 )
-from fedsim.learn.pretrain import Ticket, pretrain
+from fedsim.learn.pretrain import Ticket
 from fedsim.learn.spec import FLConfig, MethodConfig, ModelConfig, PretrainConfig
 from fedsim.learn.trace import RoundRecord, TrainingTrace, TrainState
 
@@ -51,7 +54,6 @@ __all__ = [
     "fedavg",
     "init_dae",
     "init_params",
-    "pretrain",
     "prune_magnitude",
     "random_like",
     "required_iterations",

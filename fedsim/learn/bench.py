@@ -43,7 +43,7 @@ from fedsim.learn.model import (
     resolve_device,
 )
 from fedsim.learn.pretrain import dae_epoch_flops, train_dae
-from fedsim.learn.reference import LeNet, local_train
+from fedsim.learn.reference import LeNet, local_train, reference_masks
 from fedsim.learn.spec import FLConfig, PretrainConfig
 
 PAPER_CLIENTS = 100
@@ -124,6 +124,7 @@ def bench_batched_round(
     device: str = "cpu",
     sparse: bool = False,
     matmul_size: int = 4096,
+    block_clients: int | None = None,
 ) -> dict[str, Any]:
     """Median time of one batched FedAvg round (local training of every client,
     without aggregation and evaluation) against its FLOP floor.
@@ -132,6 +133,7 @@ def bench_batched_round(
         sparse: use a random mask of density 0.107 (the masking passes are
             extra work) instead of a dense model.
         matmul_size: side of the square matmul that measures the FLOP rate.
+        block_clients: clients per block (default: the trainer's default).
     """
     cfg = cfg or FLConfig()
     dev = resolve_device(device)
@@ -141,7 +143,7 @@ def bench_batched_round(
     if sparse:
         gen = torch.Generator().manual_seed(1)
         mask = Mask(tuple(torch.rand(s, generator=gen) < 0.107 for s in mask.shapes))
-    model = _BatchedMLP(clients, mask, cfg, dev)
+    model = _BatchedMLP(clients, mask, cfg, dev, block_clients)
     ids = np.arange(num_clients)
     schedule = round_schedule(clients, ids, cfg, seed=0, round_num=1)
     flops = round_flops(schedule.samples, cfg.local_epochs)
@@ -155,6 +157,7 @@ def bench_batched_round(
         "round_gflop": flops / 1e9,
         f"{key}_matmul_gflops": out["matmul_gflops"],
         "round_clients": num_clients,
+        f"{key}_block_clients": min(model.block_clients, num_clients),
         "round_samples_per_client": samples_per_client,
     }
 
@@ -172,7 +175,7 @@ def bench_sequential_round(
     cfg = cfg or FLConfig()
     clients = random_clients(num_clients, samples_per_client)
     params = init_params(LENET_SIZES, "glorot_uniform", torch.Generator().manual_seed(0))
-    masks = [m.t().float() for m in Mask.dense(layer_shapes(LENET_SIZES)).layers]
+    masks = reference_masks(Mask.dense(layer_shapes(LENET_SIZES)))
     model = LeNet()
 
     def run() -> None:

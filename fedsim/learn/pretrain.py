@@ -19,8 +19,9 @@ Steps 2-4 run ``iterations`` times; the mask after iteration k is level k
 after the first training step are the "FL with pre-training" baseline.
 
 Randomness: iteration i, epoch e draws its shuffle from
-``seeding.rng(seed, "pretrain", i, e, "shuffle")`` and its noise from
-``seeding.torch_generator(seed, "pretrain", i, e, "noise")``. Iteration i
+``seeding.rng(seed, "pretrain", i, e, "shuffle")`` and its noise, in 8 row
+blocks b, from ``seeding.torch_generator(seed, "pretrain", i, e, "noise", b)``
+(`noisy_inputs`). Iteration i
 depends only on Θ0 and the mask of level i-1, so a `Ticket` of k levels can be
 extended to more levels later (``start=``) with the same result as one long run.
 
@@ -34,6 +35,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -60,6 +62,8 @@ from fedsim.store import atomic_write
 RATE_TOLERANCE = 0.005
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
+#: The noise of an epoch is drawn in this many row blocks, one stream each.
+NOISE_BLOCKS = 8
 
 
 @dataclass(frozen=True)
@@ -315,27 +319,81 @@ def train_dae(
     noisy = torch.empty_like(data)
     xb = torch.empty(cfg.batch_size, dim, device=device)
     tb = torch.empty(cfg.batch_size, dim, device=device)
-    std = cfg.noise_std
+    threads = torch.get_num_threads()
+    pool = ThreadPoolExecutor(threads) if device.type == "cpu" and threads > 1 else None
     losses = []
-    for epoch in range(1, (cfg.epochs if epochs is None else epochs) + 1):
-        gen = seeding.torch_generator(seed, "pretrain", iteration, epoch, "noise", device=device)
-        noisy.normal_(cfg.noise_mean, std, generator=gen).add_(data).clamp_(0.0, 1.0)
-        order = seeding.rng(seed, "pretrain", iteration, epoch, "shuffle").permutation(num)
-        order_t = torch.from_numpy(order).to(device)
-        total = torch.zeros((), dtype=torch.float64, device=device)
-        for lo in range(0, num, cfg.batch_size):
-            idx = order_t[lo : lo + cfg.batch_size]
-            n = int(idx.shape[0])
-            x_noisy = torch.index_select(noisy, 0, idx, out=xb[:n])
-            x_clean = torch.index_select(data, 0, idx, out=tb[:n])
-            total += model.step_batch(x_noisy, x_clean, cfg.lr)
-        losses.append(float(total) / (num * dim))
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(mse=f"{losses[-1]:.5f}")
-        if on_epoch is not None:
-            on_epoch(epoch, losses[-1])
+    try:
+        for epoch in range(1, (cfg.epochs if epochs is None else epochs) + 1):
+            losses.append(_epoch(model, data, noisy, xb, tb, cfg, seed, iteration, epoch, pool))
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(mse=f"{losses[-1]:.5f}")
+            if on_epoch is not None:
+                on_epoch(epoch, losses[-1])
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return model.params(), np.array(losses, dtype=np.float64)
+
+
+def noisy_inputs(
+    data: Tensor,
+    cfg: PretrainConfig,
+    *,
+    seed: int,
+    iteration: int,
+    epoch: int,
+    out: Tensor | None = None,
+    pool: ThreadPoolExecutor | None = None,
+) -> Tensor:
+    """The corrupted inputs of one epoch: clip(x + ε, 0, 1), ε ~ N(noise_mean, noise_std²).
+
+    The rows are cut into `NOISE_BLOCKS` fixed blocks, block b drawing from
+    ``seeding.torch_generator(seed, "pretrain", iteration, epoch, "noise", b)``:
+    the blocks can be drawn in parallel (``pool``; a CPU generator is serial)
+    and the result does not depend on how many threads drew them.
+    """
+    out = torch.empty_like(data) if out is None else out
+    blocks = out.chunk(NOISE_BLOCKS)
+
+    def draw(b: int) -> None:
+        gen = seeding.torch_generator(seed, "pretrain", iteration, epoch, "noise", b, device=data.device)
+        blocks[b].normal_(cfg.noise_mean, cfg.noise_std, generator=gen)
+
+    if pool is None:
+        for b in range(len(blocks)):
+            draw(b)
+    else:
+        list(pool.map(draw, range(len(blocks))))
+    return out.add_(data).clamp_(0.0, 1.0)
+
+
+def _epoch(
+    model: _FlatDAE,
+    data: Tensor,
+    noisy: Tensor,
+    xb: Tensor,
+    tb: Tensor,
+    cfg: PretrainConfig,
+    seed: int,
+    iteration: int,
+    epoch: int,
+    pool: ThreadPoolExecutor | None,
+) -> float:
+    """One epoch of DAE training; returns its mean reconstruction MSE."""
+    device = data.device
+    num, dim = int(data.shape[0]), int(data.shape[1])
+    noisy_inputs(data, cfg, seed=seed, iteration=iteration, epoch=epoch, out=noisy, pool=pool)
+    order = seeding.rng(seed, "pretrain", iteration, epoch, "shuffle").permutation(num)
+    order_t = torch.from_numpy(order).to(device)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    for lo in range(0, num, cfg.batch_size):
+        idx = order_t[lo : lo + cfg.batch_size]
+        n = int(idx.shape[0])
+        x_noisy = torch.index_select(noisy, 0, idx, out=xb[:n])
+        x_clean = torch.index_select(data, 0, idx, out=tb[:n])
+        total += model.step_batch(x_noisy, x_clean, cfg.lr)
+    return float(total) / (num * dim)
 
 
 def pretrain(

@@ -62,12 +62,19 @@ class LeNet(nn.Module):
 
 
 def local_train(
-    model: LeNet, clients: ClientData, client_id: int, masks: list[Tensor], cfg: FLConfig, *, seed: int, round_num: int
+    model: LeNet,
+    clients: ClientData,
+    client_id: int,
+    masks: list[Tensor | None],
+    cfg: FLConfig,
+    *,
+    seed: int,
+    round_num: int,
 ) -> int:
     """Client ``client_id``'s local SGD of round ``round_num`` on ``model``, in place.
 
-    ``masks`` are the layers' masks transposed to ``nn.Linear``'s layout. Returns
-    the number of steps taken.
+    ``masks`` are the layers' masks transposed to ``nn.Linear``'s layout (None
+    for a layer without pruned weights). Returns the number of steps taken.
     """
     rows = clients.client_indices[client_id]
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr)
@@ -79,13 +86,20 @@ def local_train(
         optimizer.zero_grad()
         loss.backward()
         for linear, m in zip(model.linears, masks, strict=True):
-            linear.weight.grad.mul_(m)
+            if m is not None:
+                linear.weight.grad.mul_(m)
         optimizer.step()
         with torch.no_grad():
             for linear, m in zip(model.linears, masks, strict=True):
-                linear.weight.mul_(m)
+                if m is not None:
+                    linear.weight.mul_(m)
         steps += 1
     return steps
+
+
+def reference_masks(mask: Mask) -> list[Tensor | None]:
+    """``mask`` in ``nn.Linear``'s layout, as float; None for unpruned layers."""
+    return [None if dense else m.t().to(torch.float32) for m, dense in zip(mask.layers, mask.is_dense(), strict=True)]
 
 
 def train_reference(
@@ -108,7 +122,7 @@ def train_reference(
     """
     state = start if start is not None else TrainState(0, init)
     global_params = mask.apply(state.params)
-    masks = [m.t().to(torch.float32) for m in mask.layers]
+    masks = reference_masks(mask)
     model = LeNet()
     test_x = as_inputs(test[0])
     test_y = as_labels(test[1])
