@@ -197,15 +197,16 @@ def select_methods(scenario: Scenario, labels: Sequence[str]) -> Scenario:
 # --------------------------------------------------------------------------- errors
 
 
-def _annotation_fields(annotation: Any) -> set[str] | None:
-    """The keys a mapping of this annotation may hold, or None if free-form."""
+def annotation_keys(annotation: Any) -> set[str] | None:
+    """The keys a mapping of this annotation (a section model, a union of them)
+    may hold, or None if free-form (e.g. ``methods``' user labels)."""
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
-        return _annotation_fields(typing.get_args(annotation)[0])
+        return annotation_keys(typing.get_args(annotation)[0])
     if origin in (typing.Union, types.UnionType):
         keys: set[str] = set()
         for arg in typing.get_args(annotation):
-            member = _annotation_fields(arg)
+            member = annotation_keys(arg)
             if member:
                 keys |= member
         return keys or None
@@ -214,13 +215,14 @@ def _annotation_fields(annotation: Any) -> set[str] | None:
     return None
 
 
-def _child_annotation(annotation: Any, key: str) -> Any:
+def child_annotation(annotation: Any, key: str) -> Any:
+    """The annotation of ``key`` inside ``annotation`` (None if there is none)."""
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
-        return _child_annotation(typing.get_args(annotation)[0], key)
+        return child_annotation(typing.get_args(annotation)[0], key)
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(annotation):
-            child = _child_annotation(arg, key)
+            child = child_annotation(arg, key)
             if child is not None:
                 return child
         return None
@@ -262,8 +264,8 @@ def format_validation_error(exc: ValidationError, raw: Any, source: str) -> str:
             parent_keys = keys[:-1] if keys else []
             annotation: Any = Scenario
             for key in parent_keys:
-                annotation = _child_annotation(annotation, key.strip("[]") if key.startswith("[") else key)
-            valid = _annotation_fields(annotation) if annotation is not None else None
+                annotation = child_annotation(annotation, key.strip("[]") if key.startswith("[") else key)
+            valid = annotation_keys(annotation) if annotation is not None else None
             hint = f"; valid keys here: {', '.join(sorted(valid))}" if valid else ""
             message = f"unknown key '{keys[-1] if keys else loc[-1]}'{hint}"
         elif kind == "missing":

@@ -309,45 +309,6 @@ def _numeric(value: Any) -> float | None:
 # --------------------------------------------------------------------------- key paths
 
 
-def _model_fields(annotation: Any) -> set[str] | None:
-    """The keys of a (union of) pydantic model annotation, or None."""
-    import types
-    import typing
-
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return _model_fields(typing.get_args(annotation)[0])
-    if origin in (typing.Union, types.UnionType):
-        keys: set[str] = set()
-        for arg in typing.get_args(annotation):
-            keys |= _model_fields(arg) or set()
-        return keys or None
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return set(annotation.model_fields)
-    return None
-
-
-def _child_annotation(annotation: Any, key: str) -> Any:
-    import types
-    import typing
-
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return _child_annotation(typing.get_args(annotation)[0], key)
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(annotation):
-            child = _child_annotation(arg, key)
-            if child is not None:
-                return child
-        return None
-    if origin is dict:
-        return typing.get_args(annotation)[1]
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        found = annotation.model_fields.get(key)
-        return found.annotation if found else None
-    return None
-
-
 def _is_mapping_of_labels(annotation: Any) -> bool:
     import typing
 
@@ -373,13 +334,13 @@ def check_key_path(path: str, base: Mapping[str, Any], where: str) -> list[str]:
     node: Any = base
     for i, part in enumerate(parts):
         prefix = ".".join(parts[:i])
-        fields = _model_fields(annotation)
+        fields = config.annotation_keys(annotation)
         if fields is not None:
             if part not in fields:
                 level = f"under {prefix}" if prefix else "at the top level"
                 raise InputError(f"{where}: unknown key {part!r} {level}; valid keys: "
                                  f"{', '.join(sorted(fields))}")
-            annotation = _child_annotation(annotation, part)
+            annotation = config.child_annotation(annotation, part)
         elif _is_mapping_of_labels(annotation):
             labels = list(node) if isinstance(node, Mapping) else []
             if i < len(parts) - 1 and part not in labels:
@@ -387,7 +348,7 @@ def check_key_path(path: str, base: Mapping[str, Any], where: str) -> list[str]:
                     f"{where}: the base scenario has no {prefix} entry {part!r} (it has: "
                     f"{', '.join(labels) or 'none'}); add it to the base, or set the whole "
                     f"{prefix}.{part} mapping")
-            annotation = _child_annotation(annotation, part)
+            annotation = config.child_annotation(annotation, part)
         else:
             raise InputError(f"{where}: {prefix} is a value, not a section; it has no key {part!r}")
         node = node.get(part) if isinstance(node, Mapping) else None

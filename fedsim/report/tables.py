@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fedsim.metrics import METRICS_COLUMNS
 from fedsim.report._units import (
     MISSING,
     format_bytes,
@@ -48,38 +49,11 @@ from fedsim.report._units import (
 )
 from fedsim.report.style import MethodStyle
 
-ROUNDS_COLUMNS: tuple[str, ...] = (
-    "method",
-    "round",
-    "accuracy",
-    "loss",
-    "participants",
-    "round_bytes",
-    "cum_bytes",
-    "round_compute_s",
-    "cum_compute_s",
-    "round_wallclock_s",
-    "cum_wallclock_s",
-)
 BREAKDOWN_COLUMNS: tuple[str, ...] = (
     "mean_download_s",
     "mean_compute_s",
     "mean_upload_s",
     "mean_wait_s",
-)
-METRICS_COLUMNS: tuple[str, ...] = (
-    "method",
-    "remaining_rate",
-    "params",
-    "comm_bytes_per_round",
-    "compute_s_per_round",
-    "target_accuracy",
-    "nra",
-    "cca_bytes",
-    "cta_s",
-    "tta_s",
-    "final_accuracy",
-    "rounds_run",
 )
 TARGET_KEYS: tuple[str, ...] = ("nra", "cca_bytes", "cta_s", "tta_s")
 FIXED_KEYS: tuple[str, ...] = (

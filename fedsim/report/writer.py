@@ -31,33 +31,21 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
 from fedsim.errors import InputError
+from fedsim.metrics import METRICS_COLUMNS, ROUNDS_COLUMNS
 from fedsim.report import figures as F
 from fedsim.report.style import RC, MethodStyle, save_figure
 from fedsim.report.tables import (
     BREAKDOWN_COLUMNS,
-    METRICS_COLUMNS,
-    ROUNDS_COLUMNS,
     as_float,
     metrics_tables,
     require_columns,
     summary_markdown,
 )
 from fedsim.store import write_bytes, write_text
+from fedsim.system.sim import TIMELINE_COLUMNS as SYSTEM_TIMELINE_COLUMNS
 
-TIMELINE_COLUMNS: tuple[str, ...] = (
-    "method",
-    "round",
-    "client_id",
-    "selected",
-    "kept",
-    "drop_reason",
-    "download_start_s",
-    "download_end_s",
-    "compute_start_s",
-    "compute_end_s",
-    "upload_start_s",
-    "upload_end_s",
-)
+# The timeline columns the figures read: the system stage's, with the method.
+TIMELINE_COLUMNS: tuple[str, ...] = ("method", *SYSTEM_TIMELINE_COLUMNS[:11])
 IMAGE_FORMATS: frozenset[str] = frozenset({"png", "svg", "pdf"})
 DEFAULT_DPI = 170
 
