@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib import colors as mcolors
+from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
 from fedsim.store import write_bytes
@@ -171,3 +172,12 @@ def save_figure(fig: Figure, path: Path, fmt: str, dpi: int) -> Path:
     """Render ``fig`` and write it atomically to ``path``."""
     write_bytes(path, figure_bytes(fig, fmt, dpi))
     return path
+
+
+def pdf_pages(buffer: io.BytesIO | None, title: str) -> PdfPages | None:
+    """A multi-page PDF writing into ``buffer`` (None: no PDF), with no dates
+    or tool versions in its metadata, so equal inputs give equal bytes."""
+    if buffer is None:
+        return None
+    return PdfPages(buffer, metadata={"Title": title, "Creator": None, "Producer": None,
+                                      "CreationDate": None})

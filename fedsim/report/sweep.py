@@ -40,7 +40,6 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib import colors as mcolors
-from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
@@ -61,6 +60,7 @@ from fedsim.report.style import (
     RC,
     MethodStyle,
     figure,
+    pdf_pages,
     save_figure,
 )
 from fedsim.report.tables import as_float, markdown_table, require_columns
@@ -837,19 +837,7 @@ def write_sweep_report(
     image_formats = [f for f in chosen if f != "pdf"]
     pdf_buffer = io.BytesIO() if "pdf" in chosen else None
     with matplotlib.rc_context(RC):
-        pdf = (
-            PdfPages(
-                pdf_buffer,
-                metadata={
-                    "Title": str(meta.get("name") or "fedsim sweep"),
-                    "Creator": None,
-                    "Producer": None,
-                    "CreationDate": None,
-                },
-            )
-            if pdf_buffer is not None
-            else None
-        )
+        pdf = pdf_pages(pdf_buffer, str(meta.get("name") or "fedsim sweep"))
         try:
             if pdf is not None:
                 page = title_page({**meta, "methods": list(style.order)})

@@ -27,13 +27,12 @@ from typing import Any
 
 import matplotlib
 import pandas as pd
-from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
 from fedsim.errors import InputError
 from fedsim.metrics import METRICS_COLUMNS, ROUNDS_COLUMNS
 from fedsim.report import figures as F
-from fedsim.report.style import RC, MethodStyle, save_figure
+from fedsim.report.style import RC, MethodStyle, pdf_pages, save_figure
 from fedsim.report.tables import (
     BREAKDOWN_COLUMNS,
     as_float,
@@ -180,19 +179,7 @@ def write_report(
     image_formats = [f for f in chosen if f != "pdf"]
     pdf_buffer = io.BytesIO() if "pdf" in chosen else None
     with matplotlib.rc_context(RC):
-        pdf = (
-            PdfPages(
-                pdf_buffer,
-                metadata={
-                    "Title": str(meta.get("name") or "fedsim report"),
-                    "Creator": None,
-                    "Producer": None,
-                    "CreationDate": None,
-                },
-            )
-            if pdf_buffer is not None
-            else None
-        )
+        pdf = pdf_pages(pdf_buffer, str(meta.get("name") or "fedsim report"))
         try:
             if pdf is not None:
                 page = F.title_page(meta)
