@@ -181,3 +181,51 @@ def pdf_pages(buffer: io.BytesIO | None, title: str) -> PdfPages | None:
         return None
     return PdfPages(buffer, metadata={"Title": title, "Creator": None, "Producer": None,
                                       "CreationDate": None})
+
+
+def render_figures(
+    out_dir: Path,
+    builders: Sequence[tuple[str, str, Any]],
+    title: Figure | None,
+    formats: Sequence[str],
+    dpi: int,
+    pdf_title: str,
+    rc: Mapping[str, Any],
+) -> tuple[dict[str, Path], list[tuple[str, str]]]:
+    """Build each figure once and save it as ``figures/<name>.<fmt>`` for every
+    image format and as a page of ``report.pdf`` (after ``title``, a title page
+    built by the caller) when "pdf" is in ``formats``.
+
+    ``builders`` holds ``(name, caption, build)`` with ``build() -> Figure``.
+    Returns the files written (relative path -> path) and the (caption, image
+    path) links for summary.md. Figures are cleared as soon as they are saved.
+    """
+    import matplotlib
+
+    written: dict[str, Path] = {}
+    links: list[tuple[str, str]] = []
+    image_formats = [f for f in formats if f != "pdf"]
+    pdf_buffer = io.BytesIO() if "pdf" in formats else None
+    with matplotlib.rc_context(dict(rc)):
+        pdf = pdf_pages(pdf_buffer, pdf_title)
+        try:
+            if pdf is not None and title is not None:
+                pdf.savefig(title)
+                title.clear()
+            for name, caption, build in builders:
+                fig = build()
+                for fmt in image_formats:
+                    relative = f"figures/{name}.{fmt}"
+                    written[relative] = save_figure(fig, out_dir / relative, fmt, dpi)
+                if image_formats:
+                    links.append((caption, f"figures/{name}.{image_formats[0]}"))
+                if pdf is not None:
+                    pdf.savefig(fig)
+                fig.clear()  # free the artists now; the Figure is garbage after this
+        finally:
+            if pdf is not None:
+                pdf.close()
+    if pdf_buffer is not None:
+        write_bytes(out_dir / "report.pdf", pdf_buffer.getvalue())
+        written["report.pdf"] = out_dir / "report.pdf"
+    return written, links

@@ -27,7 +27,6 @@ mean of the others and "k/n".
 
 from __future__ import annotations
 
-import io
 import itertools
 import math
 import re
@@ -60,12 +59,11 @@ from fedsim.report.style import (
     RC,
     MethodStyle,
     figure,
-    pdf_pages,
-    save_figure,
+    render_figures,
 )
 from fedsim.report.tables import as_float, markdown_table, require_columns
 from fedsim.report.writer import check_formats
-from fedsim.store import write_bytes, write_text
+from fedsim.store import write_text
 
 SWEEP_COLUMNS: tuple[str, ...] = ("seed", "method", "remaining_rate", "target_accuracy", "tta_s")
 # metric column, panel title, kind of unit
@@ -832,33 +830,11 @@ def write_sweep_report(
                 )
             )
 
-    written: dict[str, Path] = {}
-    links: list[tuple[str, str]] = []
-    image_formats = [f for f in chosen if f != "pdf"]
-    pdf_buffer = io.BytesIO() if "pdf" in chosen else None
     with matplotlib.rc_context(RC):
-        pdf = pdf_pages(pdf_buffer, str(meta.get("name") or "fedsim sweep"))
-        try:
-            if pdf is not None:
-                page = title_page({**meta, "methods": list(style.order)})
-                pdf.savefig(page)
-                page.clear()
-            for name, caption, build in builders:
-                fig = build()
-                for fmt in image_formats:
-                    relative = f"figures/{name}.{fmt}"
-                    written[relative] = save_figure(fig, out_dir / relative, fmt, dpi)
-                if image_formats:
-                    links.append((caption, f"figures/{name}.{image_formats[0]}"))
-                if pdf is not None:
-                    pdf.savefig(fig)
-                fig.clear()
-        finally:
-            if pdf is not None:
-                pdf.close()
-    if pdf_buffer is not None:
-        write_bytes(out_dir / "report.pdf", pdf_buffer.getvalue())
-        written["report.pdf"] = out_dir / "report.pdf"
+        title = title_page({**meta, "methods": list(style.order)}) if "pdf" in chosen else None
+    written, links = render_figures(
+        out_dir, builders, title, chosen, dpi, str(meta.get("name") or "fedsim sweep"), RC
+    )
     write_text(
         out_dir / "summary.md", sweep_summary(sweep, meta, grids, facets, link, value_labels, links)
     )

@@ -20,7 +20,6 @@ Outputs under ``out_dir``: ``figures/<name>.<fmt>`` for each non-PDF format,
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from matplotlib.figure import Figure
 from fedsim.errors import InputError
 from fedsim.metrics import METRICS_COLUMNS, ROUNDS_COLUMNS
 from fedsim.report import figures as F
-from fedsim.report.style import RC, MethodStyle, pdf_pages, save_figure
+from fedsim.report.style import RC, MethodStyle, render_figures
 from fedsim.report.tables import (
     BREAKDOWN_COLUMNS,
     as_float,
@@ -40,7 +39,7 @@ from fedsim.report.tables import (
     require_columns,
     summary_markdown,
 )
-from fedsim.store import write_bytes, write_text
+from fedsim.store import write_text
 from fedsim.system.sim import TIMELINE_COLUMNS as SYSTEM_TIMELINE_COLUMNS
 
 # The timeline columns the figures read: the system stage's, with the method.
@@ -174,33 +173,11 @@ def write_report(
             )
         )
 
-    written: dict[str, Path] = {}
-    figure_links: list[tuple[str, str]] = []
-    image_formats = [f for f in chosen if f != "pdf"]
-    pdf_buffer = io.BytesIO() if "pdf" in chosen else None
     with matplotlib.rc_context(RC):
-        pdf = pdf_pages(pdf_buffer, str(meta.get("name") or "fedsim report"))
-        try:
-            if pdf is not None:
-                page = F.title_page(meta)
-                pdf.savefig(page)
-                page.clear()
-            for name, caption, build in builders:
-                fig = build()
-                for fmt in image_formats:
-                    relative = f"figures/{name}.{fmt}"
-                    written[relative] = save_figure(fig, out_dir / relative, fmt, dpi)
-                if image_formats:
-                    figure_links.append((caption, f"figures/{name}.{image_formats[0]}"))
-                if pdf is not None:
-                    pdf.savefig(fig)
-                fig.clear()  # free the artists now; the Figure is garbage after this
-        finally:
-            if pdf is not None:
-                pdf.close()
-    if pdf_buffer is not None:
-        write_bytes(out_dir / "report.pdf", pdf_buffer.getvalue())
-        written["report.pdf"] = out_dir / "report.pdf"
+        title = F.title_page(meta) if "pdf" in chosen else None
+    written, figure_links = render_figures(
+        out_dir, builders, title, chosen, dpi, str(meta.get("name") or "fedsim report"), RC
+    )
     write_text(out_dir / "summary.md", summary_markdown(tables, meta, figure_links))
     written["summary.md"] = out_dir / "summary.md"
     return written
