@@ -45,7 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rounds", type=int, help="override rounds.max")
     run.add_argument("--methods", help="comma-separated subset of the scenario's methods")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override device")
-    run.add_argument("--force", action="store_true", help="recompute every stage, ignoring the cache")
+    how = run.add_mutually_exclusive_group()
+    how.add_argument("--force", action="store_true", help="recompute every stage, ignoring the cache")
+    how.add_argument("--cached-only", action="store_true",
+                     help="train nothing: report each method up to its last cached round (e.g. an "
+                          "interrupted run, or a GPU's run on a machine without one)")
 
     val = sub.add_parser("validate", help="check a scenario (or a study) without running it")
     _add_common(val)
@@ -93,7 +97,8 @@ def _cmd_scenario(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.methods:
         scenario = config.select_methods(scenario, [m.strip() for m in args.methods.split(",")])
     result = pipeline.run(scenario, out_dir=args.out, base_dir=args.path.resolve().parent,
-                          force=args.force, progress=not args.quiet, command=["fedsim", *argv])
+                          force=args.force, progress=not args.quiet, command=["fedsim", *argv],
+                          cached_only=args.cached_only)
     if not args.quiet:
         print(pipeline.summary_line(result))
     print(f"report written to {result.out_dir}/ (summary.md, report.pdf, metrics.csv, rounds.csv)")

@@ -45,7 +45,7 @@ from fedsim.data import as_float, load, make_partition, split_unlabeled
 from fedsim.learn import methods as learn_methods
 from fedsim.learn.federated import ClientData, train
 from fedsim.learn.masks import Mask
-from fedsim.learn.model import init_dae, resolve_device
+from fedsim.learn.model import device_name, init_dae, resolve_device
 from fedsim.learn.pretrain import Ticket, pretrain
 from fedsim.learn.spec import MethodConfig
 from fedsim.learn.trace import RoundRecord, TrainingTrace, TrainState
@@ -265,8 +265,41 @@ def train_key(scenario: Scenario, method: MethodConfig, participation: list[np.n
 # --------------------------------------------------------------------------- stages
 
 
+def device_type(scenario: Scenario) -> str:
+    """``"cpu"`` or ``"cuda"``: ``auto`` resolved on this machine, an explicit
+    ``cuda`` kept even where CUDA is missing. Stages are keyed on this type, so
+    a GPU run's cached stages can be read, and its report rendered, on a
+    machine without a GPU; only computing a missing stage needs the device
+    (`compute_device`)."""
+    if scenario.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if scenario.device.startswith("cuda") else "cpu"
+
+
+def _not_cached(what: str) -> Exception:
+    from fedsim.errors import InputError
+
+    return InputError(f"{what} is not in the cache, and --cached-only computes nothing")
+
+
+def compute_device(device: torch.device, what: str) -> torch.device:
+    """``device`` once ``what`` (a stage missing from the cache) must run on it.
+
+    Raises:
+        InputError: ``device`` is CUDA and this machine has none.
+    """
+    from fedsim.errors import InputError
+
+    try:
+        return resolve_device(str(device))
+    except ValueError as exc:
+        raise InputError(f"{what} is not in the cache and must be computed on {device.type}: {exc}. "
+                         "Run it where that device is, or choose another with --device "
+                         "(a different device is a different cache entry).") from None
+
+
 def pretrain_stage(scenario: Scenario, data: Data, iterations: int, device: torch.device, *,
-                   force: bool = False, progress: bool = False) -> Ticket:
+                   force: bool = False, progress: bool = False, cached_only: bool = False) -> Ticket:
     """The ticket with at least ``iterations`` levels, from the cache when it
     holds one; a shorter cached ticket is extended, not recomputed. Every
     finished iteration is saved, so an interrupted pre-training resumes."""
@@ -287,6 +320,10 @@ def pretrain_stage(scenario: Scenario, data: Data, iterations: int, device: torc
         log.warning("pre-training cache entry %s is corrupt; recomputing", entry.path)
     if force:
         entry.clear()
+    if cached_only:
+        raise _not_cached(f"pre-training to IMP level {iterations}"
+                          + (f" (the cache holds {start.iterations} levels)" if start else ""))
+    device = compute_device(device, f"pre-training to IMP level {iterations}")
 
     def save(ticket: Ticket) -> None:
         entry.unseal()
@@ -368,7 +405,7 @@ def _targets_reached(accuracy: np.ndarray, targets: Sequence[float]) -> bool:
 
 def train_stage(scenario: Scenario, label: str, start_params: Any, mask: Mask, data: Data,
                 participation: list[np.ndarray] | None, device: torch.device, *,
-                force: bool = False, progress: bool = False) -> TrainingTrace:
+                force: bool = False, progress: bool = False, cached_only: bool = False) -> TrainingTrace:
     """FedAvg for ``rounds.max`` rounds (or until every target is reached when
     ``rounds.stop_when_reached``), resuming from the cached checkpoint."""
     method = scenario.methods[label]
@@ -415,7 +452,7 @@ def train_stage(scenario: Scenario, label: str, start_params: Any, mask: Mask, d
             (entry.path / name).unlink(missing_ok=True)
 
     records: list[RoundRecord] = []
-    meta = {"label": label, "method": config.section_key(method)}
+    meta = {"label": label, "method": config.section_key(method)}  # + where it ran, below
     every = scenario.rounds.checkpoint_every
     last_params: list[Any] = [None]
 
@@ -432,8 +469,15 @@ def train_stage(scenario: Scenario, label: str, start_params: Any, mask: Mask, d
         previous = trace.accuracy if trace is not None else np.zeros(0)
         return _targets_reached(np.concatenate([previous, accuracy]), targets)
 
+    if cached_only:
+        if trace is None:
+            raise _not_cached(f"training of {label}")
+        log.info("%s: %d of %d rounds in the cache; reporting those (--cached-only)", label, done, wanted)
+        return trace
     if done:
         log.info("%s: resuming after round %d of %d", label, done, wanted)
+    device = compute_device(device, f"training of {label} (rounds {done + 1}..{wanted})")
+    meta.update(device=str(device), device_name=device_name(device))
     if progress:
         print(f"training {label}: rounds {done + 1}..{wanted}", file=sys.stderr, flush=True)
     new = train(start_params, mask, data.clients, (data.test_x, data.test_y), scenario.fl,
@@ -452,10 +496,18 @@ def _all_clients(participation: list[np.ndarray], n_clients: int) -> bool:
 
 
 def compute(scenario: Scenario, *, base_dir: Path | None = None, force: bool = False,
-            progress: bool = False, timer: _Timer | None = None) -> ScenarioResult:
-    """Run (or fetch from the cache) every stage of ``scenario``; no report."""
+            progress: bool = False, timer: _Timer | None = None,
+            cached_only: bool = False) -> ScenarioResult:
+    """Run (or fetch from the cache) every stage of ``scenario``; no report.
+
+    ``cached_only``: train nothing; each method's trace is what the cache
+    holds, up to ``rounds.max`` (the ``rounds_run`` column says where it
+    ends). For reports of interrupted runs, or of a GPU's runs on a machine
+    without one. The system simulations are still computed (they are cheap)."""
+    if cached_only and force:
+        raise ValueError("cached_only and force exclude each other")
     timer = timer or _Timer()
-    device = resolve_device(scenario.device)
+    device = torch.device(device_type(scenario))
     with timer.stage("data"):
         data = prepare_data(scenario)
     log.info("data: %s, %d clients (%d-%d samples), %d unlabeled, %d test",
@@ -464,7 +516,8 @@ def compute(scenario: Scenario, *, base_dir: Path | None = None, force: bool = F
 
     iterations = max(needed_iterations(scenario, m) for m in scenario.methods.values())
     with timer.stage("pretrain"):
-        ticket = pretrain_stage(scenario, data, iterations, device, force=force, progress=progress)
+        ticket = pretrain_stage(scenario, data, iterations, device, force=force, progress=progress,
+                                cached_only=cached_only)
 
     results: dict[str, MethodResult] = {}
     keys: dict[str, str] = {"pretrain": pretrain_key(scenario)}
@@ -481,7 +534,7 @@ def compute(scenario: Scenario, *, base_dir: Path | None = None, force: bool = F
         keys[f"train/{label}"] = train_key(scenario, method, participation, device)
         with timer.stage("train"):
             trace = train_stage(scenario, label, start.params, start.mask, data, participation,
-                                device, force=force, progress=progress)
+                                device, force=force, progress=progress, cached_only=cached_only)
         last = trace.rounds.iloc[-1] if trace.num_rounds else None
         log.info("%s: P_R %.4f, %d rounds, final accuracy %s, %.1f MB per round", label,
                  start.mask.remaining_rate, trace.num_rounds,
@@ -541,7 +594,11 @@ def provenance(result: ScenarioResult, command: Sequence[str] | None) -> dict[st
     """Where a result came from: versions, device, command, stage times."""
     import simpy
 
-    device = resolve_device(result.scenario.device)
+    device = torch.device(device_type(result.scenario))
+    here = (device_name(device) if device.type == "cpu" or torch.cuda.is_available()
+            else "cuda (none on this machine: every stage came from the cache)")
+    computed_on = {label: r.trace.meta.get("device_name", "unrecorded")
+                   for label, r in result.methods.items()}
     return {
         "fedsim": __version__,
         "git_commit": git_commit(),
@@ -550,8 +607,8 @@ def provenance(result: ScenarioResult, command: Sequence[str] | None) -> dict[st
         "simpy": simpy.__version__,
         "numpy": np.__version__,
         "pandas": pd.__version__,
-        "device": (torch.cuda.get_device_name(device) if device.type == "cuda"
-                   else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"),
+        "device": here,
+        "training_computed_on": computed_on,
         "command": " ".join(command) if command else None,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "stage_seconds": {k: round(v, 2) for k, v in result.stage_seconds.items()},
@@ -615,8 +672,9 @@ def write_outputs(result: ScenarioResult, out_dir: Path, command: Sequence[str] 
         "methods": list(scenario.methods),
         "deadline_s": scenario.system.rounds.deadline,
         "reference": reference_for(scenario),
-        "provenance": {k: str(v) for k, v in prov.items()
-                       if k in ("fedsim", "git_commit", "device", "command", "created")},
+        "provenance": {**{k: str(v) for k, v in prov.items()
+                          if k in ("fedsim", "git_commit", "device", "command", "created")},
+                       "training ran on": ", ".join(sorted(set(prov["training_computed_on"].values())))},
     }
     start = time.perf_counter()
     written.update({name: out_dir / name for name in write_report(
@@ -637,12 +695,13 @@ def write_outputs(result: ScenarioResult, out_dir: Path, command: Sequence[str] 
 
 def run(scenario: Scenario, *, out_dir: Path | None = None, base_dir: Path | None = None,
         force: bool = False, progress: bool = False,
-        command: Sequence[str] | None = None) -> ScenarioResult:
+        command: Sequence[str] | None = None, cached_only: bool = False) -> ScenarioResult:
     """Run a scenario end to end and write its report into ``out_dir``
-    (default ``reports/<name>/``)."""
+    (default ``reports/<name>/``). ``cached_only``: see `compute`."""
     out_dir = Path(out_dir) if out_dir is not None else Path("reports") / scenario.name
     timer = _Timer()
-    result = compute(scenario, base_dir=base_dir, force=force, progress=progress, timer=timer)
+    result = compute(scenario, base_dir=base_dir, force=force, progress=progress, timer=timer,
+                     cached_only=cached_only)
     write_outputs(result, out_dir, command, progress)
     result.out_dir = out_dir
     total = sum(timer.seconds.values())

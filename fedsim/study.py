@@ -569,15 +569,6 @@ class TaskPlan:
         return self.cell.index, list(self.cell.scenario.methods).index(self.label)
 
 
-def _device_type(scenario: Scenario) -> str:
-    """"cpu" or "cuda" without requiring CUDA here (a Ray driver may have none)."""
-    if scenario.device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return scenario.device
-
-
 def _everyone_every_round(scenario: Scenario) -> bool:
     """True when the config guarantees that every client is aggregated in
     every round (then training uses participation "all" and its cache key
@@ -632,7 +623,7 @@ def train_group(scenario: Scenario, label: str, base_dir: Path) -> str:
     import torch
 
     method = scenario.methods[label]
-    device = torch.device(_device_type(scenario))
+    device = torch.device(pipeline.device_type(scenario))
     if _everyone_every_round(scenario):
         return pipeline.train_key(scenario, method, None, device)
     system = scenario.system
@@ -766,7 +757,7 @@ class _CacheProbe:
             return True, None
         everyone = all(len(p) == len(samples) for p in participation)
         key = pipeline.train_key(scenario, method, None if everyone else participation,
-                                 torch.device(_device_type(scenario)))
+                                 torch.device(pipeline.device_type(scenario)))
         return True, key
 
 
@@ -1223,7 +1214,7 @@ class _Ray:
 
     def submit(self, task: TaskPlan, threads: int) -> None:
         threads = max(1, self.cpus // self.workers)
-        gpus = 1 if _device_type(task.cell.scenario) == "cuda" else 0
+        gpus = 1 if pipeline.device_type(task.cell.scenario) == "cuda" else 0
         ref = self.remote.options(num_cpus=threads, num_gpus=gpus, max_retries=1,
                                   name=f"fedsim-{task.id}").remote(self.make_task(task, threads))
         self.refs[ref] = task
@@ -1607,7 +1598,7 @@ def _inject_trace(scenario: Scenario) -> None:
     3000-round trace of every method into the cache under their real keys."""
     import torch
 
-    device = torch.device(_device_type(scenario))
+    device = torch.device(pipeline.device_type(scenario))
     data = pipeline.prepare_data(scenario)
     ticket = pipeline.pretrain_stage(scenario, data, 0, device)
     samples = int(data.client_samples[0])

@@ -27,9 +27,9 @@ def ticket() -> Ticket:
 
 
 def test_registry_lists_the_papers_methods():
-    assert methods.names() == ["hp-fl", "original", "pretrained", "random-pruning"]
-    assert methods.pruned_names() == ["hp-fl", "random-pruning"]
-    with pytest.raises(ValueError, match="unknown method 'lth'; choose one of: hp-fl, original"):
+    assert methods.names() == ["hp-fl", "hp-fl-pretrained", "original", "pretrained", "random-pruning"]
+    assert methods.pruned_names() == ["hp-fl", "hp-fl-pretrained", "random-pruning"]
+    with pytest.raises(ValueError, match="unknown method 'lth'; choose one of: hp-fl, hp-fl-pretrained, original"):
         methods.get("lth")
     with pytest.raises(ValueError, match="already registered"):
         methods.register("original")(methods.original)
@@ -159,3 +159,14 @@ def test_method_config_checks_kind_and_level():
         MethodConfig(kind="random-pruning", remaining_rate=0.5, level=3)
     assert MethodConfig(kind="hp-fl", remaining_rate=0.107).remaining_rate == 0.107
     assert np.isclose(MethodConfig(kind="hp-fl", level=0).level, 0)
+
+
+def test_hp_fl_pretrained_masks_the_pretrained_encoder(ticket):
+    start = methods.build(MethodConfig(kind="hp-fl-pretrained", level=3), ticket, seed=0)
+    assert start.mask.equal(ticket.encoder_mask(3))
+    assert start.params.equal(ticket.encoder_mask(3).apply(ticket.pretrained))
+    reset = methods.build(MethodConfig(kind="hp-fl", level=3), ticket, seed=0)
+    assert not start.params.equal(reset.params)  # not θ0: the pre-trained values
+    bare = Ticket(ticket.theta0, ticket.masks)
+    with pytest.raises(ValueError, match="at least 1 pre-training iteration"):
+        methods.build(MethodConfig(kind="hp-fl-pretrained", level=3), bare, seed=0)

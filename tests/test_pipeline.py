@@ -217,3 +217,48 @@ def test_cache_entry_detects_tampering(tmp_path: Path) -> None:
     assert entry.valid()
     (entry.path / "a.bin").write_bytes(b"payloaX")
     assert not entry.valid()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_gpu_results_render_from_the_cache_without_a_gpu(tiny_path: Path, cache_root: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run keyed on CUDA reads its cached stages on a CPU-only machine; a
+    stage missing from the cache fails with an error naming the device."""
+    from fedsim.errors import InputError
+
+    with pytest.raises(InputError, match=r"pre-training to IMP level 1 is not in the cache and must be computed on cuda: device 'cuda'"):
+        run_tiny(tiny_path, tmp_path / "none", ("device=cuda",))
+    assert not (tmp_path / "none").exists()
+    first = run_tiny(tiny_path, tmp_path / "cpu")
+    scenario = config.load(tiny_path)
+    for key in first.cache_keys:  # stand in for a GPU's run: copy the CPU's traces to the CUDA keys
+        if key.startswith("train/"):
+            cpu_key = first.cache_keys[key]
+            label = key.split("/", 1)[1]
+            cuda_key = pipeline.train_key(scenario, scenario.methods[label], None, __import__("torch").device("cuda"))
+            assert cuda_key != cpu_key
+            (cache_root / "train" / cpu_key).rename(cache_root / "train" / cuda_key)
+    monkeypatch.setattr(pipeline, "train", lambda *a, **k: pytest.fail("training ran"))
+    second = run_tiny(tiny_path, tmp_path / "cuda", ("device=cuda",))
+    pd.testing.assert_frame_equal(first.metrics, second.metrics)
+    prov = json.loads((tmp_path / "cuda" / "provenance.json").read_text())
+    assert prov["device"].startswith("cuda (none on this machine")
+    assert set(prov["training_computed_on"].values()) == {next(iter(first.methods.values())).trace.meta["device_name"]}
+
+
+def test_cached_only_reports_what_the_cache_holds(tiny_path: Path, cache_root: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """--cached-only trains nothing: each method ends at its last cached
+    round, and a method with no cached training is an error."""
+    from fedsim.errors import InputError
+
+    with pytest.raises(InputError, match=r"pre-training to IMP level 1 is not in the cache, and --cached-only"):
+        run_tiny(tiny_path, tmp_path / "none", cached_only=True)
+    short = run_tiny(tiny_path, tmp_path / "short", ("rounds.max=2",))
+    monkeypatch.setattr(pipeline, "train", lambda *a, **k: pytest.fail("training ran"))
+    partial = run_tiny(tiny_path, tmp_path / "partial", cached_only=True)  # rounds.max is 3
+    assert set(partial.metrics["rounds_run"]) == {2}
+    pd.testing.assert_frame_equal(partial.rounds, short.rounds)
+    with pytest.raises(InputError, match=r"training of hp-fl-pre is not in the cache"):
+        run_tiny(tiny_path, tmp_path / "new", ("methods.hp-fl-pre={kind: hp-fl-pretrained, level: 1}",),
+                 cached_only=True)

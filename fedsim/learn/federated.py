@@ -61,6 +61,7 @@ from fedsim.learn.model import (
     Params,
     as_inputs,
     as_labels,
+    device_name,
     evaluate,
     layer_shapes,
     resolve_device,
@@ -513,6 +514,7 @@ def train(
     meta = {
         "seed": int(seed),
         "device": str(dev),
+        "device_name": device_name(dev),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),

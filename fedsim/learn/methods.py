@@ -170,6 +170,17 @@ def hp_fl(ticket: Ticket, method: MethodConfig, seed: int) -> Start:
     return Start(mask.apply(ticket.theta0_encoder), mask)
 
 
+@register("hp-fl-pretrained", pruned=True)
+def hp_fl_pretrained(ticket: Ticket, method: MethodConfig, seed: int) -> Start:
+    """m ⊙ θ_pre: the IMP mask of the chosen level on the encoder after the
+    first DAE training step (instead of HP-FL's reset to θ0). An alternative
+    reading of the paper's Protocol 2, for `reports/paper/`."""
+    if ticket.pretrained is None:
+        raise ValueError("method 'hp-fl-pretrained' needs a ticket with at least 1 pre-training iteration")
+    mask = ticket.encoder_mask(level_of(method, ticket))
+    return Start(mask.apply(ticket.pretrained), mask)
+
+
 @register("random-pruning", pruned=True)
 def random_pruning(ticket: Ticket, method: MethodConfig, seed: int) -> Start:
     """A random mask with the chosen level's per-layer counts, on θ0."""

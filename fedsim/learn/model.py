@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import platform
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -70,6 +71,14 @@ def resolve_device(device: Device = "auto") -> torch.device:
             raise ValueError(f"device {device!r}: CUDA is not available on this machine")
         return torch.device(name)
     raise ValueError(f"device {device!r}: expected one of auto, cpu, cuda")
+
+
+def device_name(device: torch.device) -> str:
+    """What ran the computation, for provenance: the GPU's name, or the CPU
+    architecture and torch's thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 @dataclass(frozen=True)

