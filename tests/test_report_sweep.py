@@ -163,3 +163,21 @@ def test_sweep_needs_its_axes(tmp_path: Path) -> None:
         write_sweep_report(tmp_path, make_sweep(), {**META, "axes": []})
     with pytest.raises(ValueError, match="lacks columns"):
         write_sweep_report(tmp_path, make_sweep().drop(columns="seed"), META)
+
+
+def test_zipped_axes_move_together(tmp_path: Path) -> None:
+    """In zip mode a second axis that moves with the link axis makes no facets
+    and no figure of its own."""
+    down = "system.clients.downlink"
+    sweep = make_sweep()
+    sweep[down] = sweep[AXIS] * 4
+    sweep[f"{down}_label"] = (sweep[down] / 1e6).map(lambda v: f"{v:g} Mbps")
+    meta = {**META, "axes": [AXIS, down], "mode": "zip"}
+    written = write_sweep_report(tmp_path, sweep, meta, dpi=50)
+    assert set(written) == {"figures/heatmap_tta_95.png", "figures/along_system_clients_uplink_95.png",
+                            "report.pdf", "summary.md"}
+    text = (tmp_path / "summary.md").read_text()
+    assert "- best changes between 10 Mbps and 100 Mbps: HP-FL, P_R 0.41 → original" in text
+    assert "downlink = " not in text  # no facet headings
+    gridded = write_sweep_report(tmp_path / "grid", sweep, {**meta, "mode": "grid"}, dpi=50)
+    assert "figures/heatmap_tta_95_3.png" in gridded  # a grid facets by the other axis

@@ -261,4 +261,5 @@ def test_work_fractions():
     dense = 4 * 235200 + 6 * (30000 + 1000) + 2 * 410
     assert flops_fraction(LENET_WEIGHTS, kept, LENET_BIASES) == sparse / dense
     assert work_fraction(ComputeSpec(work="flops"), LENET_WEIGHTS, kept, LENET_BIASES) == sparse / dense
+    assert work_fraction(ComputeSpec(work="dense"), LENET_WEIGHTS, kept, LENET_BIASES) == 1.0
     assert flops_fraction(LENET_WEIGHTS, LENET_WEIGHTS, LENET_BIASES) == 1.0

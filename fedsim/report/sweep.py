@@ -774,7 +774,8 @@ def write_sweep_report(
 
     ``meta``: ``axes`` (the axis columns, required), ``name``, ``description``,
     ``methods`` (order and colours), ``labels``, ``targets``, ``link_axis``,
-    ``axis_labels`` (axis -> title), ``provenance``.
+    ``axis_labels`` (axis -> title), ``provenance``, ``mode`` (``zip``: the
+    axes move together and the link axis, or the first, stands for all).
 
     Raises ValueError when ``meta["axes"]`` is empty or names a missing
     column, when ``sweep`` lacks a required column, or for unknown formats.
@@ -795,9 +796,13 @@ def write_sweep_report(
     link = link_axis(axes, meta.get("link_axis"))
     if link is not None and link not in sweep.columns:
         raise ValueError(f"link axis {link!r} is not a column of the sweep")
-    others = [a for a in axes if a != link and not is_rate_axis(a)]
+    # Zipped axes move together: the first one (or the link axis) stands for
+    # all, there are no facets, and only it gets an along-axis figure.
+    zipped = meta.get("mode") == "zip"
+    others = [] if zipped else [a for a in axes if a != link and not is_rate_axis(a)]
     facets = _facets(sweep, others)
     value_labels = {a: axis_value_labels(sweep, a) for a in axes if not is_rate_axis(a)}
+    along = [link or axes[0]] if zipped else axes
 
     builders: list[tuple[str, str, Any]] = []
     grids: dict[tuple[float, int], Grid] = {}
@@ -818,14 +823,14 @@ def write_sweep_report(
                         ),
                     )
                 )
-    for axis in axes:
+    for axis in along:
         for target in targets:
             builders.append(
                 (
                     f"along_{_slug(axis)}_{_target_slug(target)}",
                     f"Metrics along {axis_title(meta, axis)} at {format_target(target)}",
                     lambda a=axis, t=target: metrics_along_axis(
-                        sweep, a, axes, t, configs, style, meta
+                        sweep, a, along, t, configs, style, meta
                     ),
                 )
             )

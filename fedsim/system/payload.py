@@ -193,7 +193,11 @@ def work_fraction(
     bias_count: int,
 ) -> float:
     """The ``work_fraction`` argument of ``simulate`` for a method's mask:
-    P_R when ``cfg.work == "remaining_rate"`` (the paper), else ``flops_fraction``."""
+    P_R when ``cfg.work == "remaining_rate"`` (the paper), ``flops_fraction``
+    for ``flops``, and 1 for ``dense`` (a device that trains the masked model
+    with dense kernels, so pruning saves it no time)."""
     if cfg.work == "remaining_rate":
         return remaining_rate(weight_counts, surviving_counts)
+    if cfg.work == "dense":
+        return 1.0
     return flops_fraction(weight_counts, surviving_counts, bias_count)

@@ -34,7 +34,7 @@ system:
   compute:
     t_comp_full: "10 s"
     reference_samples: 400
-    work: remaining_rate          # remaining_rate | flops
+    work: remaining_rate          # remaining_rate | flops | dense
 ```
 
 A client attribute is a plain value (a constant) or a distribution:
@@ -449,13 +449,15 @@ class ComputeSpec(Section):
     """Local training time: ``t_comp_full * work_fraction * (samples /
     reference_samples) / speed`` seconds per round (HP-FL paper, Sec. IV-A:
     t_comp = 10 s for the full LeNet on a client's 400 samples, 10 P_R s for a
-    subnetwork). ``work``: ``remaining_rate`` (work fraction = P_R, the paper)
-    or ``flops`` (the sparse share of a dense training step's FLOPs).
+    subnetwork). ``work``: ``remaining_rate`` (work fraction = P_R, the paper),
+    ``flops`` (the sparse share of a dense training step's FLOPs) or ``dense``
+    (work fraction 1: the device trains the masked model with dense kernels,
+    as most mobile runtimes would, so pruning saves traffic but no time).
     """
 
     t_comp_full: SIFloat = 10.0
     reference_samples: int = Field(default=400, gt=0)
-    work: Literal["remaining_rate", "flops"] = "remaining_rate"
+    work: Literal["remaining_rate", "flops", "dense"] = "remaining_rate"
 
     _t_comp = field_validator("t_comp_full", mode="before")(
         _quantity_validator(_Domain("duration", 0.0, True, math.inf, False))
