@@ -3,7 +3,7 @@ implementation choices, and honest traffic.
 
     python scripts/paper_tables.py [--out reports/paper/tables]
 
-Reads the GPU runs of `scripts/paper_gpu.py` from the stage cache
+Reads the GPU runs of `scripts/paper_gpu.py` (and the CPU cross-check) from the stage cache
 (``--cached-only``: it trains nothing, and each method ends at its last cached
 round) and writes, into ``--out``:
 
@@ -11,6 +11,9 @@ round) and writes, into ``--out``:
   column at targets 90, 93, 94 and 95 %;
 * ``traffic.csv``: CCA per mask encoding (values only, as the paper counts;
   bitmask once; bitmask every round; indices every round), method, seed, target;
+* ``runs.csv`` also holds a CPU cross-check (variant "paper, trained on the
+  CPU"): seed 0's HP-FL and random pruning trained on the CPU from the same
+  ticket;
 * ``accuracy_seeds.png``: test accuracy of original FL, FL with pre-training,
   HP-FL and random pruning at P_R 0.107 over the rounds, one line per seed;
 * ``tables.md``: the tables that reports/paper/README.md and findings.md quote.
@@ -37,7 +40,9 @@ TARGETS = [0.90, 0.93, 0.94, 0.95]
 TABLE_I = ["original", "pretrained", "hp-fl", "random-pruning"]
 HP_FL_PRE = "methods.hp-fl-pretrained={kind: hp-fl-pretrained, remaining_rate: 0.107}"
 
-#: (variant, seed, overrides, methods): what scripts/paper_gpu.py trained.
+#: (variant, seed, overrides, methods): what scripts/paper_gpu.py trained,
+#: and a CPU cross-check of seed 0's pruned runs, trained here with
+#: `fedsim scenario scenarios/paper.yaml --device cpu --methods M --rounds 1500`.
 VARIANTS = [
     ("paper", 0, (), [*TABLE_I, "hp-fl-0.41", "hp-fl-0.21"]),
     ("paper", 1, (), TABLE_I),
@@ -45,6 +50,7 @@ VARIANTS = [
     ("noise std 0.25 (not variance)", 0, ("pretrain.noise_scale=std",), ["hp-fl"]),
     ("global pruning", 0, ("pretrain.scope=global",), ["hp-fl", "random-pruning"]),
     ("HP-FL from pre-trained weights", 0, (HP_FL_PRE,), ["hp-fl-pretrained"]),
+    ("paper, trained on the CPU", 0, ("device=cpu",), ["hp-fl", "random-pruning"]),
 ]
 
 #: (name, system.payload overrides)
@@ -58,7 +64,7 @@ ENCODINGS = [
 
 def compute(seed: int, overrides: tuple[str, ...], methods: list[str]) -> pipeline.ScenarioResult:
     targets = "[" + ", ".join(str(t) for t in TARGETS) + "]"
-    scenario = config.load(PAPER, [f"seed={seed}", "device=cuda", f"targets={targets}", *overrides])
+    scenario = config.load(PAPER, [f"seed={seed}", "device=cuda", f"targets={targets}", *overrides])  # later wins
     scenario = config.select_methods(scenario, methods)
     return pipeline.compute(scenario, base_dir=PAPER.parent, cached_only=True)
 

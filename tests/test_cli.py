@@ -42,6 +42,11 @@ def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["frobnicate"]) == 2
 
 
+def test_force_and_cached_only_exclude_each_other(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["scenario", str(SCENARIOS / "quickstart.yaml"), "--force", "--cached-only"]) == 2
+    assert "not allowed with argument --force" in capsys.readouterr().err
+
+
 def test_set_override_error_names_the_key(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(SCENARIOS / "quickstart.yaml"), "--set", "fl.lrr=1"]) == 2
     assert "fl.lrr: unknown key" in capsys.readouterr().err

@@ -1,0 +1,81 @@
+"""The reproduction scripts of reports/paper/: every command they would run is
+a valid scenario, and the GPU driver's plan respects its dependencies."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+from fedsim import config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse(args: list[str]) -> tuple[Path, list[str], list[str], str]:
+    """(scenario, --set overrides, --methods, --device) of a fedsim command line."""
+    i = args.index("scenario")
+    path, overrides, methods, device = Path(args[i + 1]), [], [], None
+    it = iter(args[i + 2:])
+    for arg in it:
+        if arg == "--set":
+            overrides.append(next(it))
+        elif arg == "--methods":
+            methods = next(it).split(",")
+        elif arg == "--device":
+            device = next(it)
+        elif arg == "--rounds":
+            overrides.append(f"rounds.max={next(it)}")
+    return path, overrides, methods, device
+
+
+def test_gpu_plan_is_valid_and_ordered(tmp_path: Path) -> None:
+    gpu = load_script("paper_gpu")
+    jobs = gpu.plan(tmp_path, ["--quiet"])
+    names = [j.name for j in jobs]
+    assert len(names) == len(set(names))
+    by_name = {j.name: j for j in jobs}
+    for job in jobs:
+        path, overrides, methods, device = parse(job.args)
+        assert device == "cuda" and job.args[-2] == "--out"
+        scenario = config.select_methods(config.load(path, overrides), methods)
+        assert len(scenario.methods) == 1
+        kind = next(iter(scenario.methods.values())).kind
+        if job.ticket is None:  # runs without a ticket: the ticket makers and original FL
+            assert job.name.startswith("ticket-") or kind == "original"
+        else:
+            assert by_name[job.ticket].phase == 0 and by_name[job.ticket].name.startswith("ticket-")
+            ticket_seed = gpu.TICKETS[job.ticket.removeprefix("ticket-")][0]
+            assert scenario.seed == ticket_seed
+    # a run that stops at 95 % is never the only run of seed 0's Table I methods
+    full = {parse(j.args)[2][0] for j in jobs if j.name.startswith("s0-") and j.phase == 1
+            and "rounds.stop_when_reached=true" not in j.args}
+    assert {"pretrained", "hp-fl", "random-pruning", "hp-fl-0.41", "hp-fl-0.21"} <= full
+    first_waiting = [j for j in jobs if j.ticket is not None]
+    assert not gpu.ready(first_waiting[0], by_name)  # nothing starts before its ticket
+
+
+def test_table_variants_are_valid_scenarios() -> None:
+    tables = load_script("paper_tables")
+    for _, seed, overrides, methods in tables.VARIANTS:
+        scenario = config.select_methods(config.load(tables.PAPER, [f"seed={seed}", *overrides]), methods)
+        assert list(scenario.methods) == methods
+    for _, overrides in tables.ENCODINGS:
+        assert config.load(tables.PAPER, list(overrides)).system.payload.value_bits == 32
+
+
+def test_nra_format_counts_missing_seeds() -> None:
+    import pandas as pd
+
+    tables = load_script("paper_tables")
+    assert tables.fmt_nra(pd.Series([100.0, 120.0, 140.0]), pd.Series([3000, 3000, 3000])) == "120 ± 20 (100, 120, 140)"
+    assert tables.fmt_nra(pd.Series([100.0, float("nan")]), pd.Series([3000, 950])) == \
+        "1/2 reached (rounds run 3000/950)"
