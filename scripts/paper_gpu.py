@@ -66,18 +66,15 @@ class Job:
     log: Path | None = field(default=None, repr=False)
 
 
-DEVICE = "cuda"
-
-
 def scenario_args(seed: int, overrides: tuple[str, ...], methods: str, *extra: str) -> list[str]:
-    args = [sys.executable, "-m", "fedsim", "scenario", str(PAPER), "--device", DEVICE,
+    args = [sys.executable, "-m", "fedsim", "scenario", str(PAPER),
             "--set", f"seed={seed}", "--methods", methods]
     for o in overrides:
         args += ["--set", o]
     return args + list(extra)
 
 
-def plan(out: Path, extra: list[str]) -> list[Job]:
+def plan(out: Path, extra: list[str], device: str = "cuda") -> list[Job]:
     jobs: list[Job] = []
     for name, (seed, over) in TICKETS.items():
         jobs.append(Job(f"ticket-{name}", None,
@@ -102,7 +99,7 @@ def plan(out: Path, extra: list[str]) -> list[Job]:
         for m in ("original", "pretrained", "hp-fl", "random-pruning"):
             jobs.append(Job(f"s{seed}-{m}-3000", f"ticket-s{seed}", scenario_args(seed, (), m), 2))
     for job in jobs:
-        job.args += [*extra, "--out", str(out / "reports" / job.name)]
+        job.args += ["--device", device, *extra, "--out", str(out / "reports" / job.name)]
         job.log = out / "logs" / f"{job.name}.log"
     return jobs
 
@@ -194,9 +191,7 @@ def main() -> None:
     parser.add_argument("--extra", default="", help="arguments appended to every fedsim command, "
                         "e.g. '--set pretrain.epochs=1 --rounds 3' to try the script")
     args = parser.parse_args()
-    global DEVICE
-    DEVICE = args.device
-    jobs = plan(args.work, args.extra.split())
+    jobs = plan(args.work, args.extra.split(), args.device)
     t0 = time.monotonic()
     try:
         run(jobs, args.deadline, args.max_running)
