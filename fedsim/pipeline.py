@@ -273,7 +273,7 @@ def device_type(scenario: Scenario) -> str:
     (`compute_device`)."""
     if scenario.device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    return "cuda" if scenario.device.startswith("cuda") else "cpu"
+    return scenario.device
 
 
 def _not_cached(what: str) -> Exception:
