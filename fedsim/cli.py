@@ -85,8 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _cmd_scenario(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from fedsim import config, pipeline
+def scenario_from_args(args: argparse.Namespace):
+    """The scenario a parsed ``fedsim scenario`` command line runs: the file
+    with its ``--set``, ``--rounds`` and ``--device`` overrides, restricted to
+    ``--methods``."""
+    from fedsim import config
 
     overrides = list(args.overrides)
     if args.rounds is not None:
@@ -96,6 +99,13 @@ def _cmd_scenario(args: argparse.Namespace, argv: Sequence[str]) -> int:
     scenario = config.load(args.path, overrides=overrides)
     if args.methods:
         scenario = config.select_methods(scenario, [m.strip() for m in args.methods.split(",")])
+    return scenario
+
+
+def _cmd_scenario(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from fedsim import pipeline
+
+    scenario = scenario_from_args(args)
     result = pipeline.run(scenario, out_dir=args.out, base_dir=args.path.resolve().parent,
                           force=args.force, progress=not args.quiet, command=["fedsim", *argv],
                           cached_only=args.cached_only)

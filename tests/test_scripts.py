@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from fedsim import config
+from fedsim.cli import build_parser, scenario_from_args
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,21 +21,12 @@ def load_script(name: str):
     return module
 
 
-def parse(args: list[str]) -> tuple[Path, list[str], list[str], str]:
-    """(scenario, --set overrides, --methods, --device) of a fedsim command line."""
+def parse(args: list[str]):
+    """What `fedsim scenario` makes of a job's command line (the CLI's own
+    parser and scenario loading)."""
     i = args.index("scenario")
-    path, overrides, methods, device = Path(args[i + 1]), [], [], None
-    it = iter(args[i + 2:])
-    for arg in it:
-        if arg == "--set":
-            overrides.append(next(it))
-        elif arg == "--methods":
-            methods = next(it).split(",")
-        elif arg == "--device":
-            device = next(it)
-        elif arg == "--rounds":
-            overrides.append(f"rounds.max={next(it)}")
-    return path, overrides, methods, device
+    parsed = build_parser().parse_args(args[i:])
+    return parsed, scenario_from_args(parsed)
 
 
 def test_gpu_plan_is_valid_and_ordered(tmp_path: Path) -> None:
@@ -44,9 +36,8 @@ def test_gpu_plan_is_valid_and_ordered(tmp_path: Path) -> None:
     assert len(names) == len(set(names))
     by_name = {j.name: j for j in jobs}
     for job in jobs:
-        path, overrides, methods, device = parse(job.args)
-        assert device == "cuda" and job.args[-2] == "--out"
-        scenario = config.select_methods(config.load(path, overrides), methods)
+        parsed, scenario = parse(job.args)
+        assert parsed.device == "cuda" and job.args[-2] == "--out"
         assert len(scenario.methods) == 1
         kind = next(iter(scenario.methods.values())).kind
         if job.ticket is None:  # runs without a ticket: the ticket makers and original FL
@@ -56,7 +47,7 @@ def test_gpu_plan_is_valid_and_ordered(tmp_path: Path) -> None:
             ticket_seed = gpu.TICKETS[job.ticket.removeprefix("ticket-")][0]
             assert scenario.seed == ticket_seed
     # a run that stops at 95 % is never the only run of seed 0's Table I methods
-    full = {parse(j.args)[2][0] for j in jobs if j.name.startswith("s0-") and j.phase == 1
+    full = {parse(j.args)[0].methods for j in jobs if j.name.startswith("s0-") and j.phase == 1
             and "rounds.stop_when_reached=true" not in j.args}
     assert {"pretrained", "hp-fl", "random-pruning", "hp-fl-0.41", "hp-fl-0.21"} <= full
     first_waiting = [j for j in jobs if j.ticket is not None]
