@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rounds", type=int, help="override rounds.max")
     run.add_argument("--methods", help="comma-separated subset of the scenario's methods")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override device")
+    run.add_argument("--continue-from", choices=["cpu", "cuda"],
+                     help="continue each method's cached run on this other device, where there is "
+                          "one, from its last checkpoint (e.g. a GPU run cut short, finished on the "
+                          "CPU); its own cache entry, and the report says which device ran which rounds")
     how = run.add_mutually_exclusive_group()
     how.add_argument("--force", action="store_true", help="recompute every stage, ignoring the cache")
     how.add_argument("--cached-only", action="store_true",
@@ -108,7 +112,7 @@ def _cmd_scenario(args: argparse.Namespace, argv: Sequence[str]) -> int:
     scenario = scenario_from_args(args)
     result = pipeline.run(scenario, out_dir=args.out, base_dir=args.path.resolve().parent,
                           force=args.force, progress=not args.quiet, command=["fedsim", *argv],
-                          cached_only=args.cached_only)
+                          cached_only=args.cached_only, continue_from=args.continue_from)
     if not args.quiet:
         print(pipeline.summary_line(result))
     print(f"report written to {result.out_dir}/ (summary.md, report.pdf, metrics.csv, rounds.csv)")

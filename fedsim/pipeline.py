@@ -252,14 +252,20 @@ def participation_key(participation: list[np.ndarray] | None) -> str:
 
 
 def train_key(scenario: Scenario, method: MethodConfig, participation: list[np.ndarray] | None,
-              device: torch.device) -> str:
-    return store.stable_hash({
+              device: torch.device, continued_from: torch.device | None = None) -> str:
+    """The training's cache key. ``continued_from``: the entry holds a run
+    begun on that device's entry and continued on ``device``, a different
+    run from one trained on ``device`` throughout."""
+    key = {
         "stage": "train", **data_key(scenario),
         "fl": config.section_key(scenario.fl),
         "start": method_key(scenario, method),
         "participation": participation_key(participation),
         "device": device.type,
-    })
+    }
+    if continued_from is not None:
+        key["continued_from"] = continued_from.type
+    return store.stable_hash(key)
 
 
 # --------------------------------------------------------------------------- stages
@@ -403,35 +409,66 @@ def _targets_reached(accuracy: np.ndarray, targets: Sequence[float]) -> bool:
     return bool(len(accuracy)) and all(float(np.nanmax(accuracy)) >= t for t in targets)
 
 
+def _load_checkpoint(entry: store.CacheEntry) -> tuple[TrainingTrace, TrainState] | None:
+    """The trace and parameters of a training entry's last checkpoint; None
+    (with a warning where the entry is damaged) when there is none."""
+    if not entry.valid():
+        if entry.manifest() is not None:
+            log.warning("training cache entry %s is corrupt; recomputing", entry.path)
+            entry.clear()
+        return None
+    files = sorted((entry.manifest() or {}).get("files", {}))
+    try:
+        trace = TrainingTrace.load(entry.path / next(f for f in files if f.startswith("trace")))
+        from fedsim.learn.model import Params
+
+        with np.load(entry.path / next(f for f in files if f.startswith("params"))) as arrays:
+            params = Params.from_numpy(arrays)
+    except (OSError, ValueError, KeyError, StopIteration) as exc:
+        log.warning("training cache entry %s is unreadable (%s); recomputing", entry.path, exc)
+        return None
+    return trace, TrainState(trace.num_rounds, params)
+
+
+def train_entry(scenario: Scenario, method: MethodConfig, participation: list[np.ndarray] | None,
+                device: torch.device, continue_from: torch.device | None = None
+                ) -> tuple[store.CacheEntry, store.CacheEntry | None]:
+    """The cache entry a training reads and writes, and the entry it
+    continues from: with ``continue_from`` (another device) and a cached run
+    there, the run is continued from that run's last checkpoint into an entry
+    of its own (`train_key`'s ``continued_from``); otherwise, (entry, None)."""
+    if continue_from is not None and continue_from.type != device.type:
+        source = store.CacheEntry("train", train_key(scenario, method, participation, continue_from))
+        if source.valid():
+            return (store.CacheEntry("train", train_key(scenario, method, participation, device,
+                                                        continued_from=continue_from)), source)
+    return store.CacheEntry("train", train_key(scenario, method, participation, device)), None
+
+
 def train_stage(scenario: Scenario, label: str, start_params: Any, mask: Mask, data: Data,
                 participation: list[np.ndarray] | None, device: torch.device, *,
-                force: bool = False, progress: bool = False, cached_only: bool = False) -> TrainingTrace:
+                force: bool = False, progress: bool = False, cached_only: bool = False,
+                continue_from: torch.device | None = None) -> TrainingTrace:
     """FedAvg for ``rounds.max`` rounds (or until every target is reached when
-    ``rounds.stop_when_reached``), resuming from the cached checkpoint."""
+    ``rounds.stop_when_reached``), resuming from the cached checkpoint.
+
+    ``continue_from``: a device whose cached run of this training, where there
+    is one, is continued here on ``device`` from its last checkpoint (see
+    `train_entry`); the trace's `TrainingTrace.segments` say which device
+    computed which rounds."""
     method = scenario.methods[label]
-    entry = store.CacheEntry("train", train_key(scenario, method, participation, device))
+    entry, source = train_entry(scenario, method, participation, device, continue_from)
     wanted = scenario.rounds.max
     targets = scenario.targets
-    trace: TrainingTrace | None = None
-    state: TrainState | None = None
     if force:
         entry.clear()
-    elif entry.valid():
-        manifest = entry.manifest() or {}
-        files = sorted(manifest.get("files", {}))
-        try:
-            trace = TrainingTrace.load(entry.path / next(f for f in files if f.startswith("trace")))
-            from fedsim.learn.model import Params
-
-            with np.load(entry.path / next(f for f in files if f.startswith("params"))) as arrays:
-                params = Params.from_numpy(arrays)
-            state = TrainState(trace.num_rounds, params)
-        except (OSError, ValueError, KeyError, StopIteration) as exc:
-            log.warning("training cache entry %s is unreadable (%s); recomputing", entry.path, exc)
-            trace, state = None, None
-    elif entry.manifest() is not None:
-        log.warning("training cache entry %s is corrupt; recomputing", entry.path)
-        entry.clear()
+    loaded = _load_checkpoint(entry)
+    if loaded is None and source is not None:
+        loaded = _load_checkpoint(source)
+        if loaded is not None:
+            log.info("%s: continuing the %s run (%s) after its round %d, on %s", label,
+                     continue_from.type, source.path, loaded[0].num_rounds, device.type)
+    trace, state = loaded if loaded is not None else (None, None)
 
     done = trace.num_rounds if trace is not None else 0
     if trace is not None and (done >= wanted or (
@@ -497,17 +534,29 @@ def _all_clients(participation: list[np.ndarray], n_clients: int) -> bool:
 
 def compute(scenario: Scenario, *, base_dir: Path | None = None, force: bool = False,
             progress: bool = False, timer: _Timer | None = None,
-            cached_only: bool = False) -> ScenarioResult:
+            cached_only: bool = False, continue_from: str | None = None) -> ScenarioResult:
     """Run (or fetch from the cache) every stage of ``scenario``; no report.
 
     ``cached_only``: train nothing; each method's trace is what the cache
     holds, up to ``rounds.max`` (the ``rounds_run`` column says where it
     ends). For reports of interrupted runs, or of a GPU's runs on a machine
-    without one. The system simulations are still computed (they are cheap)."""
+    without one. The system simulations are still computed (they are cheap).
+
+    ``continue_from`` (``"cpu"`` or ``"cuda"``): continue each method's cached
+    run on that device, where there is one, on this scenario's device (e.g. a
+    GPU run cut short by its time slot, finished on a CPU); see
+    `train_stage`. Give it again to report such a run (with
+    ``cached_only``)."""
     if cached_only and force:
         raise ValueError("cached_only and force exclude each other")
     timer = timer or _Timer()
     device = torch.device(device_type(scenario))
+    source_device = torch.device(continue_from) if continue_from is not None else None
+    if source_device is not None and source_device.type == device.type:
+        from fedsim.errors import InputError
+
+        raise InputError(f"--continue-from {continue_from}: the scenario runs on {device.type} "
+                         "already; continue from the other device (cpu or cuda)")
     with timer.stage("data"):
         data = prepare_data(scenario)
     log.info("data: %s, %d clients (%d-%d samples), %d unlabeled, %d test",
@@ -531,10 +580,12 @@ def compute(scenario: Scenario, *, base_dir: Path | None = None, force: bool = F
                                                  base_dir, force=force)
         participation = (None if _all_clients(system.participation, data.clients.num_clients)
                          else system.participation)
-        keys[f"train/{label}"] = train_key(scenario, method, participation, device)
+        keys[f"train/{label}"] = train_entry(scenario, method, participation, device,
+                                             source_device)[0].key
         with timer.stage("train"):
             trace = train_stage(scenario, label, start.params, start.mask, data, participation,
-                                device, force=force, progress=progress, cached_only=cached_only)
+                                device, force=force, progress=progress, cached_only=cached_only,
+                                continue_from=source_device)
         last = trace.rounds.iloc[-1] if trace.num_rounds else None
         log.info("%s: P_R %.4f, %d rounds, final accuracy %s, %.1f MB per round", label,
                  start.mask.remaining_rate, trace.num_rounds,
@@ -590,6 +641,14 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def _ran_on(computed_on: dict[str, str]) -> str:
+    """The summary's "training ran on": one device, or each method's."""
+    devices = set(computed_on.values())
+    if len(devices) == 1:
+        return devices.pop()
+    return "; ".join(f"{label}: {where}" for label, where in computed_on.items())
+
+
 def provenance(result: ScenarioResult, command: Sequence[str] | None) -> dict[str, Any]:
     """Where a result came from: versions, device, command, stage times."""
     import simpy
@@ -597,8 +656,7 @@ def provenance(result: ScenarioResult, command: Sequence[str] | None) -> dict[st
     device = torch.device(device_type(result.scenario))
     here = (device_name(device) if device.type == "cpu" or torch.cuda.is_available()
             else "cuda (none on this machine: every stage came from the cache)")
-    computed_on = {label: r.trace.meta.get("device_name", "unrecorded")
-                   for label, r in result.methods.items()}
+    computed_on = {label: r.trace.computed_on() for label, r in result.methods.items()}
     return {
         "fedsim": __version__,
         "git_commit": git_commit(),
@@ -674,7 +732,7 @@ def write_outputs(result: ScenarioResult, out_dir: Path, command: Sequence[str] 
         "reference": reference_for(scenario),
         "provenance": {**{k: str(v) for k, v in prov.items()
                           if k in ("fedsim", "git_commit", "device", "command", "created")},
-                       "training ran on": ", ".join(sorted(set(prov["training_computed_on"].values())))},
+                       "training ran on": _ran_on(prov["training_computed_on"])},
     }
     start = time.perf_counter()
     written.update({name: out_dir / name for name in write_report(
@@ -695,13 +753,15 @@ def write_outputs(result: ScenarioResult, out_dir: Path, command: Sequence[str] 
 
 def run(scenario: Scenario, *, out_dir: Path | None = None, base_dir: Path | None = None,
         force: bool = False, progress: bool = False,
-        command: Sequence[str] | None = None, cached_only: bool = False) -> ScenarioResult:
+        command: Sequence[str] | None = None, cached_only: bool = False,
+        continue_from: str | None = None) -> ScenarioResult:
     """Run a scenario end to end and write its report into ``out_dir``
-    (default ``reports/<name>/``). ``cached_only``: see `compute`."""
+    (default ``reports/<name>/``). ``cached_only``, ``continue_from``: see
+    `compute`."""
     out_dir = Path(out_dir) if out_dir is not None else Path("reports") / scenario.name
     timer = _Timer()
     result = compute(scenario, base_dir=base_dir, force=force, progress=progress, timer=timer,
-                     cached_only=cached_only)
+                     cached_only=cached_only, continue_from=continue_from)
     write_outputs(result, out_dir, command, progress)
     result.out_dir = out_dir
     total = sum(timer.seconds.values())

@@ -11,11 +11,15 @@ round) and writes, into ``--out``:
   column at targets 90, 93, 94 and 95 %;
 * ``traffic.csv``: CCA per mask encoding (values only, as the paper counts;
   bitmask once; bitmask every round; indices every round), method, seed, target;
-* ``runs.csv`` also holds a CPU cross-check (variant "paper, trained on the
-  CPU"): seed 0's HP-FL and random pruning trained on the CPU from the same
-  ticket;
+* ``runs.csv`` also holds the runs of HP-FL and random pruning at P_R 0.107
+  to 95 %, which the GPU's slot cut short: seed 0 trained again on the CPU
+  from the same ticket (variant "paper, trained on the CPU", also a
+  cross-check of the GPU), seeds 1 and 2 continued on the CPU from the GPU's
+  last checkpoint (variant "paper, GPU run finished on the CPU",
+  ``fedsim scenario --continue-from cuda``);
 * ``accuracy_seeds.png``: test accuracy of original FL, FL with pre-training,
-  HP-FL and random pruning at P_R 0.107 over the rounds, one line per seed;
+  HP-FL and random pruning at P_R 0.107 over the rounds, one line per seed,
+  each method's longest run;
 * ``tables.md``: the tables that reports/paper/README.md and findings.md quote.
 """
 
@@ -40,19 +44,31 @@ TARGETS = [0.90, 0.93, 0.94, 0.95]
 TABLE_I = ["original", "pretrained", "hp-fl", "random-pruning"]
 HP_FL_PRE = "methods.hp-fl-pretrained={kind: hp-fl-pretrained, remaining_rate: 0.107}"
 
-#: (variant, seed, overrides, methods): what scripts/paper_gpu.py trained,
-#: and a CPU cross-check of seed 0's pruned runs, trained here with
-#: `fedsim scenario scenarios/paper.yaml --device cpu --methods M --rounds 3000
-#: --set rounds.stop_when_reached=true` (M = hp-fl, random-pruning).
+PRUNED = ["hp-fl", "random-pruning"]
+CPU_RUN = "paper, trained on the CPU"
+FINISHED = "paper, GPU run finished on the CPU"
+
+#: (variant, seed, overrides, methods, continue_from): what scripts/paper_gpu.py
+#: trained on the H200, then the pruned runs to 95 % on this 2-core CPU:
+#: seed 0 from round 1 with `fedsim scenario scenarios/paper.yaml --device cpu
+#: --methods M --rounds 3000 --set rounds.stop_when_reached=true`, seeds 1 and
+#: 2 with the same command plus `--set seed=S --continue-from cuda` (M =
+#: hp-fl, random-pruning). Seed 2's HP-FL reached 95 % on the GPU, so its
+#: "finished" run is the GPU's.
 VARIANTS = [
-    ("paper", 0, (), [*TABLE_I, "hp-fl-0.41", "hp-fl-0.21"]),
-    ("paper", 1, (), TABLE_I),
-    ("paper", 2, (), TABLE_I),
-    ("noise std 0.25 (not variance)", 0, ("pretrain.noise_scale=std",), ["hp-fl"]),
-    ("global pruning", 0, ("pretrain.scope=global",), ["hp-fl", "random-pruning"]),
-    ("HP-FL from pre-trained weights", 0, (HP_FL_PRE,), ["hp-fl-pretrained"]),
-    ("paper, trained on the CPU", 0, ("device=cpu",), ["hp-fl", "random-pruning"]),
+    ("paper", 0, (), [*TABLE_I, "hp-fl-0.41", "hp-fl-0.21"], None),
+    ("paper", 1, (), TABLE_I, None),
+    ("paper", 2, (), TABLE_I, None),
+    ("noise std 0.25 (not variance)", 0, ("pretrain.noise_scale=std",), ["hp-fl"], None),
+    ("global pruning", 0, ("pretrain.scope=global",), PRUNED, None),
+    ("HP-FL from pre-trained weights", 0, (HP_FL_PRE,), ["hp-fl-pretrained"], None),
+    (CPU_RUN, 0, ("device=cpu",), PRUNED, None),
+    (FINISHED, 1, ("device=cpu",), PRUNED, "cuda"),
+    (FINISHED, 2, ("device=cpu",), PRUNED, "cuda"),
 ]
+#: the variants whose seeds make up the table of the paper's settings; of
+#: several runs of one (seed, method), the longest counts
+PAPER_VARIANTS = ("paper", CPU_RUN, FINISHED)
 
 #: (name, system.payload overrides)
 ENCODINGS = [
@@ -63,11 +79,20 @@ ENCODINGS = [
 ]
 
 
-def compute(seed: int, overrides: tuple[str, ...], methods: list[str]) -> pipeline.ScenarioResult:
+def compute(seed: int, overrides: tuple[str, ...], methods: list[str],
+            continue_from: str | None = None) -> pipeline.ScenarioResult:
     targets = "[" + ", ".join(str(t) for t in TARGETS) + "]"
     scenario = config.load(PAPER, [f"seed={seed}", "device=cuda", f"targets={targets}", *overrides])  # later wins
     scenario = config.select_methods(scenario, methods)
-    return pipeline.compute(scenario, base_dir=PAPER.parent, cached_only=True)
+    return pipeline.compute(scenario, base_dir=PAPER.parent, cached_only=True, continue_from=continue_from)
+
+
+def longest(runs: pd.DataFrame) -> pd.DataFrame:
+    """The paper's settings, one run per (seed, method): the longest."""
+    paper = runs[runs["variant"].isin(PAPER_VARIANTS)]
+    longest_run = paper.groupby(["seed", "method"])["rounds_run"].transform("max")
+    paper = paper[paper["rounds_run"] == longest_run]
+    return paper.drop_duplicates(["seed", "method", "target_accuracy"], keep="last")
 
 
 def fmt_nra(values: pd.Series, rounds_run: pd.Series) -> str:
@@ -80,7 +105,7 @@ def fmt_nra(values: pd.Series, rounds_run: pd.Series) -> str:
 
 
 def seeds_table(runs: pd.DataFrame) -> str:
-    paper = runs[runs["variant"] == "paper"]
+    paper = longest(runs)
     ref = {m: v["nra"] for (kind, rate), v in pipeline.PAPER_REFERENCE.items()
            for m in TABLE_I if kind == m and (rate is None or rate == 0.107)}
     lines = ["| method | " + " | ".join(f"NRA@{t:.0%}" for t in TARGETS) + " | paper NRA@95 % |",
@@ -95,9 +120,34 @@ def seeds_table(runs: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def table_one(runs: pd.DataFrame, seed: int = 0) -> str:
+    """Tables I and II at 95 % for one seed, each method's longest run, beside
+    the paper's values."""
+    at = longest(runs)
+    at = at[(at["seed"] == seed) & np.isclose(at["target_accuracy"], 0.95)].set_index("method")
+    lines = ["| method | NRA@95 paper | fedsim | diff. | CCA@95 paper | fedsim | diff. "
+             "| final acc. paper | fedsim (rounds run) | trained on |",
+             "|:---|---:|---:|---:|---:|---:|---:|---:|---:|:---|"]
+    for (kind, rate), ref in pipeline.PAPER_REFERENCE.items():
+        method = kind if rate in (None, 0.107) else f"{kind}-{rate}"
+        if method not in at.index:
+            continue
+        row = at.loc[method]
+        if pd.isna(row["nra"]):
+            nra, cca = [f"not in {row['rounds_run']}", "—"], ["—", "—"]
+        else:
+            nra = [f"{row['nra']:.0f}", f"{row['nra'] - ref['nra']:+.0f}"]
+            cca = [f"{row['cca_bytes'] / 1e9:.1f} GB", f"{(row['cca_bytes'] - ref['cca_bytes']) / 1e9:+.1f} GB"]
+        where = row["training_ran_on"]
+        lines.append(f"| {method} | {ref['nra']} | {nra[0]} | {nra[1]} | {ref['cca_bytes'] / 1e9:.1f} GB "
+                     f"| {cca[0]} | {cca[1]} | {ref['final_accuracy']:.1%} "
+                     f"| {row['final_accuracy']:.1%} ({row['rounds_run']}) | {where} |")
+    return "\n".join(lines)
+
+
 def gap_table(runs: pd.DataFrame) -> str:
     """Random pruning minus HP-FL, per seed and target (rounds)."""
-    paper = runs[runs["variant"] == "paper"]
+    paper = longest(runs)
     lines = ["| target | " + " | ".join(f"seed {s}" for s in (0, 1, 2)) + " | mean ± std |",
              "|:---|" + "---:|" * 4]
     for t in TARGETS:
@@ -111,7 +161,7 @@ def gap_table(runs: pd.DataFrame) -> str:
 
 
 def alternatives_table(runs: pd.DataFrame) -> str:
-    seed0 = runs[runs["seed"] == 0]
+    seed0 = runs[(runs["seed"] == 0) & (runs["variant"] != FINISHED)]
     lines = ["| variant | method | " + " | ".join(f"NRA@{t:.0%}" for t in TARGETS) + " | best acc. (rounds run) |",
              "|:---|:---|" + "---:|" * (len(TARGETS) + 1)]
     for (variant, method), rows in seed0.groupby(["variant", "method"], sort=False):
@@ -146,19 +196,27 @@ def traffic_table(traffic: pd.DataFrame, target: float) -> str:
     return "\n".join(lines)
 
 
-def accuracy_figure(results: dict[int, pipeline.ScenarioResult], path: Path) -> None:
+def longest_curves(curves: pd.DataFrame) -> pd.DataFrame:
+    """Of each (seed, method)'s runs (variants), the one with the most rounds."""
+    length = curves.groupby(["seed", "method", "variant"])["round"].transform("max")
+    most = curves.assign(length=length).groupby(["seed", "method"])["length"].transform("max")
+    keep = curves[length == most]
+    first = keep.groupby(["seed", "method"])["variant"].transform("first")  # ties: one variant
+    return keep[keep["variant"] == first]
+
+
+def accuracy_figure(curves: pd.DataFrame, path: Path) -> None:
+    """``curves``: rounds.csv rows (seed, method, round, accuracy)."""
     fig = style.figure(style.DOUBLE_WIDTH_IN, 3.0)
     axes = fig.subplots(1, 2)
     colors = style.method_colors(TABLE_I)
     for ax, (lo, hi) in zip(axes, [(0.0, 1.0), (0.9, 0.98)], strict=True):
-        for seed, result in results.items():
-            for method in TABLE_I:
-                rows = result.rounds[result.rounds["method"] == method]
-                ax.plot(rows["round"], rows["accuracy"], color=colors[method], lw=0.8, alpha=0.9,
-                        ls=["-", "--", ":"][seed], label=f"{method}" if seed == 0 else None)
+        for (seed, method), rows in curves.groupby(["seed", "method"]):
+            ax.plot(rows["round"], rows["accuracy"], color=colors[method], lw=0.8, alpha=0.9,
+                    ls=["-", "--", ":"][seed], label=f"{method}" if seed == 0 else None)
         ax.axhline(0.95, color=style.TARGET_LINE_COLOR, lw=0.6, ls="--")
         ax.set_ylim(lo, hi)
-        ax.set_xlim(0, 1200)
+        ax.set_xlim(0, int(curves.loc[curves["method"].isin(PRUNED), "round"].max()) + 50)
         ax.set_xlabel("round")
         ax.set_ylabel("test accuracy")
     axes[0].legend(loc="lower right", fontsize=7, title="seed 0 solid, 1 dashed, 2 dotted", title_fontsize=7)
@@ -172,26 +230,36 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
-    frames, table_i = [], {}
-    for variant, seed, overrides, methods in VARIANTS:
+    frames, curves, sources = [], [], {}
+    for variant, seed, overrides, methods, continue_from in VARIANTS:
         print(f"{variant}, seed {seed}: {', '.join(methods)}", file=sys.stderr, flush=True)
-        result = compute(seed, overrides, methods)
+        result = compute(seed, overrides, methods, continue_from)
         best = result.rounds.groupby("method")["accuracy"].max()
+        ran_on = {label: r.trace.computed_on() for label, r in result.methods.items()}
         frames.append(result.metrics.assign(variant=variant, seed=seed,
-                                            best_accuracy=result.metrics["method"].map(best)))
-        if variant == "paper":
-            table_i[seed] = result
+                                            best_accuracy=result.metrics["method"].map(best),
+                                            training_ran_on=result.metrics["method"].map(ran_on)))
+        if variant in PAPER_VARIANTS:
+            curves.append(result.rounds.assign(variant=variant, seed=seed))
+            for method in methods:
+                sources[(seed, method)] = (overrides, continue_from)
     runs = pd.concat(frames, ignore_index=True)
     runs = runs[["variant", "seed", *[c for c in runs.columns if c not in ("variant", "seed")]]]
     runs["nra"] = pd.to_numeric(runs["nra"], errors="coerce").astype(float)  # NaN: not reached
     runs.to_csv(args.out / "runs.csv", index=False)
 
+    # HP-FL at 0.107 from its longest run (the CPU's, for seeds 0 and 1)
+    long = longest(runs)
+    long_variant = long.drop_duplicates(["seed", "method"]).set_index(["seed", "method"])["variant"]
     traffic = []
     for name, overrides in ENCODINGS:
-        for seed, methods in [(0, ["original", "hp-fl", "hp-fl-0.41", "hp-fl-0.21"]),
-                              (1, ["original", "hp-fl"]), (2, ["original", "hp-fl"])]:
+        for seed, methods in [(0, ["original", "hp-fl-0.41", "hp-fl-0.21"]), (1, ["original"]), (2, ["original"])]:
             print(f"traffic: {name}, seed {seed}", file=sys.stderr, flush=True)
             metrics = compute(seed, overrides, methods).metrics
+            traffic.append(metrics.assign(encoding=name, seed=seed))
+            variant = long_variant[(seed, "hp-fl")]
+            _, seed_, extra, _, continue_from = next(v for v in VARIANTS if v[0] == variant and v[1] == seed)
+            metrics = compute(seed_, (*extra, *overrides), ["hp-fl"], continue_from).metrics
             traffic.append(metrics.assign(encoding=name, seed=seed))
     traffic_df = pd.concat(traffic, ignore_index=True)
     traffic_df = traffic_df[["encoding", "seed", "method", "remaining_rate", "target_accuracy", "nra",
@@ -200,7 +268,8 @@ def main() -> None:
         traffic_df[column] = pd.to_numeric(traffic_df[column], errors="coerce").astype(float)
     traffic_df.to_csv(args.out / "traffic.csv", index=False)
 
-    accuracy_figure(table_i, args.out / "accuracy_seeds.png")
+    curves_df = pd.concat(curves, ignore_index=True)
+    accuracy_figure(longest_curves(curves_df[curves_df["method"].isin(TABLE_I)]), args.out / "accuracy_seeds.png")
     command = "python scripts/paper_tables.py"
     md = [
         "# Paper reproduction: seeds, implementation choices, honest traffic",
@@ -209,10 +278,21 @@ def main() -> None:
         "(`--cached-only`: each method ends at its last cached round, in the `rounds_run` column "
         "of runs.csv). Data: [runs.csv](runs.csv), [traffic.csv](traffic.csv).",
         "",
+        "## Tables I and II, seed 0, each method's longest run",
+        "",
+        "Where the GPU's slot cut a run short, the longer CPU run counts (column \"trained on\"). "
+        "\"final acc.\": accuracy after the last round run, which is 3000 only for original FL; the "
+        "paper's is after 3000 rounds. Pruned runs ran only until 95 % "
+        "(`rounds.stop_when_reached`).",
+        "",
+        table_one(runs),
+        "",
         "## NRA over seeds 0, 1, 2 (Table I methods)",
         "",
         "Mean ± sample standard deviation over the three seeds, the three values in parentheses; "
-        "where a seed did not reach the target within the rounds it ran, the count reached.",
+        "where a seed did not reach the target within the rounds it ran, the count reached. "
+        "Each (seed, method)'s longest run counts: the runs of HP-FL and random pruning that the "
+        "GPU's slot cut short were trained on, on the CPU (runs.csv, column training_ran_on).",
         "",
         seeds_table(runs),
         "",

@@ -47,6 +47,14 @@ def test_force_and_cached_only_exclude_each_other(capsys: pytest.CaptureFixture[
     assert "not allowed with argument --force" in capsys.readouterr().err
 
 
+def test_continue_from_the_same_device_is_an_input_error(capsys: pytest.CaptureFixture[str],
+                                                         tmp_path: Path) -> None:
+    assert main(["scenario", str(SCENARIOS / "quickstart.yaml"), "--device", "cpu", "--continue-from", "cpu",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "--continue-from cpu: the scenario runs on cpu already" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_set_override_error_names_the_key(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(SCENARIOS / "quickstart.yaml"), "--set", "fl.lrr=1"]) == 2
     assert "fl.lrr: unknown key" in capsys.readouterr().err

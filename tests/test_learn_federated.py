@@ -281,3 +281,26 @@ def test_trace_save_load_roundtrip(tmp_path, clients, test_set, theta0):
     assert back.client_rounds["samples"].tolist() == [70, 165, 60, 5, 165]
     assert back.client_rounds["local_steps"].tolist() == [10, 22, 8, 2, 22]
     assert [p.name for p in tmp_path.iterdir()] == ["trace.npz"]  # no temporary left behind
+
+
+def _rounds(first: int, last: int, device_name: str) -> TrainingTrace:
+    from fedsim.learn.trace import RoundRecord
+
+    records = [RoundRecord(r, 0.5, 1.0, 1, np.array([0]), np.array([10]), np.array([1]))
+               for r in range(first, last + 1)]
+    return TrainingTrace.from_records(records, {"device": device_name.lower(), "device_name": device_name})
+
+
+def test_trace_segments_say_which_device_ran_which_rounds(tmp_path):
+    gpu, cpu, more_cpu = _rounds(1, 4, "GPU"), _rounds(5, 6, "CPU"), _rounds(7, 9, "CPU")
+    assert gpu.segments() == [{"first": 1, "last": 4, "device": "gpu", "device_name": "GPU"}]
+    assert gpu.computed_on() == "GPU"
+    assert "segments" not in gpu.concat(_rounds(5, 5, "GPU")).meta  # one device: one segment
+    both = gpu.concat(cpu).concat(more_cpu)  # adjacent CPU parts merge
+    assert [(s["first"], s["last"], s["device_name"]) for s in both.segments()] == [(1, 4, "GPU"), (5, 9, "CPU")]
+    assert both.computed_on() == "GPU (rounds 1-4), CPU (rounds 5-9)"
+    path = tmp_path / "trace.npz"
+    both.save(path)
+    assert TrainingTrace.load(path).segments() == both.segments()
+    head = TrainingTrace(both.rounds.iloc[:3], both.client_rounds.iloc[:3], both.meta)  # a head: clipped
+    assert head.computed_on() == "GPU"

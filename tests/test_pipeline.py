@@ -262,3 +262,65 @@ def test_cached_only_reports_what_the_cache_holds(tiny_path: Path, cache_root: P
     with pytest.raises(InputError, match=r"training of hp-fl-pre is not in the cache"):
         run_tiny(tiny_path, tmp_path / "new", ("methods.hp-fl-pre={kind: hp-fl-pretrained, level: 1}",),
                  cached_only=True)
+
+
+def test_a_run_cut_short_on_one_device_continues_on_another(tiny_path: Path, cache_root: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """--continue-from cuda: a GPU run cut short (stood in for by CPU traces
+    under the CUDA keys) is continued on the CPU from its last checkpoint,
+    into an entry of its own; the trace says which device ran which rounds,
+    and the result is the run trained on one device throughout."""
+    import torch
+
+    from fedsim.learn import federated
+
+    straight = run_tiny(tiny_path, tmp_path / "straight")  # 3 rounds on the CPU, the reference
+    scenario = config.load(tiny_path)
+    with monkeypatch.context() as patch:
+        for module in (pipeline, federated):
+            patch.setattr(module, "device_name", lambda device: "stand-in GPU")
+        short = run_tiny(tiny_path, tmp_path / "short", ("rounds.max=2",), force=True)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    labels = [key.split("/", 1)[1] for key in short.cache_keys if key.startswith("train/")]
+    for label in labels:
+        (cache_root / "train" / short.cache_keys[f"train/{label}"]).rename(
+            cache_root / "train" / pipeline.train_key(scenario, scenario.methods[label], None, cuda))
+
+    starts: list[int] = []
+    real_train = pipeline.train
+
+    def train(*args, **kwargs):
+        starts.append(kwargs["start"].round_num)
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "train", train)
+    continued = run_tiny(tiny_path, tmp_path / "continued", continue_from="cuda")
+    assert starts == [2] * len(labels)  # only round 3 trained, from the GPU's checkpoint
+    pd.testing.assert_frame_equal(continued.rounds, straight.rounds)
+    for label in labels:
+        key = continued.cache_keys[f"train/{label}"]
+        method = scenario.methods[label]
+        assert key == pipeline.train_key(scenario, method, None, cpu, continued_from=cuda)
+        assert key not in (straight.cache_keys[f"train/{label}"], pipeline.train_key(scenario, method, None, cuda))
+        segments = continued.methods[label].trace.segments()
+        assert [(s["first"], s["last"], s["device_name"]) for s in segments] == [
+            (1, 2, "stand-in GPU"), (3, 3, straight.methods[label].trace.meta["device_name"])]
+    prov = json.loads((tmp_path / "continued" / "provenance.json").read_text())
+    assert set(prov["training_computed_on"].values()) == {
+        f"stand-in GPU (rounds 1-2), {straight.methods[labels[0]].trace.meta['device_name']} (rounds 3-3)"}
+    # the GPU's own entries are untouched, and the continued run reports from the cache
+    monkeypatch.setattr(pipeline, "train", lambda *a, **k: pytest.fail("training ran"))
+    gpu = run_tiny(tiny_path, tmp_path / "gpu", ("device=cuda",), cached_only=True)
+    assert set(gpu.metrics["rounds_run"]) == {2}
+    again = run_tiny(tiny_path, tmp_path / "again", cached_only=True, continue_from="cuda")
+    pd.testing.assert_frame_equal(again.rounds, straight.rounds)
+
+
+def test_continue_from_without_a_run_there_trains_as_usual(tiny_path: Path, cache_root: Path,
+                                                           tmp_path: Path) -> None:
+    """With no cached run on the --continue-from device, a method trains from
+    round 1 into its ordinary entry."""
+    plain = run_tiny(tiny_path, tmp_path / "plain")
+    other = run_tiny(tiny_path, tmp_path / "other", continue_from="cuda")
+    assert other.cache_keys == plain.cache_keys
+    pd.testing.assert_frame_equal(other.rounds, plain.rounds)

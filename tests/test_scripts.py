@@ -56,9 +56,10 @@ def test_gpu_plan_is_valid_and_ordered(tmp_path: Path) -> None:
 
 def test_table_variants_are_valid_scenarios() -> None:
     tables = load_script("paper_tables")
-    for _, seed, overrides, methods in tables.VARIANTS:
+    for variant, seed, overrides, methods, continue_from in tables.VARIANTS:
         scenario = config.select_methods(config.load(tables.PAPER, [f"seed={seed}", *overrides]), methods)
         assert list(scenario.methods) == methods
+        assert continue_from in (None, "cuda") and (continue_from is None or scenario.device == "cpu"), variant
     for _, overrides in tables.ENCODINGS:
         assert config.load(tables.PAPER, list(overrides)).system.payload.value_bits == 32
 
@@ -70,3 +71,23 @@ def test_nra_format_counts_missing_seeds() -> None:
     assert tables.fmt_nra(pd.Series([100.0, 120.0, 140.0]), pd.Series([3000, 3000, 3000])) == "120 ± 20 (100, 120, 140)"
     assert tables.fmt_nra(pd.Series([100.0, float("nan")]), pd.Series([3000, 950])) == \
         "1/2 reached (rounds run 3000/950)"
+
+
+def test_the_longest_run_of_each_seed_and_method_counts() -> None:
+    import pandas as pd
+
+    tables = load_script("paper_tables")
+    runs = pd.DataFrame({
+        "variant": ["paper", tables.FINISHED, "paper", "global pruning"],
+        "seed": [1, 1, 1, 1],
+        "method": ["hp-fl", "hp-fl", "original", "hp-fl"],
+        "target_accuracy": [0.95] * 4,
+        "rounds_run": [1050, 1900, 117, 3000],
+        "nra": [float("nan"), 1880.0, 117.0, 2000.0],
+    })
+    best = tables.longest(runs).set_index("method")
+    assert best.loc["hp-fl", "variant"] == tables.FINISHED  # not the cut-short GPU run, nor another setting
+    assert best.loc["original", "nra"] == 117.0
+    curves = pd.DataFrame({"variant": ["paper"] * 2 + [tables.FINISHED] * 3, "seed": 1, "method": "hp-fl",
+                           "round": [1, 2, 1, 2, 3], "accuracy": 0.5})
+    assert set(tables.longest_curves(curves)["variant"]) == {tables.FINISHED}

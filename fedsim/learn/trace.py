@@ -130,11 +130,44 @@ class TrainingTrace:
             first = int(later.rounds["round_num"].iloc[0])
             if first != last + 1:
                 raise ValueError(f"cannot append a trace starting at round {first} to one ending at {last}")
+        meta = {**self.meta, **later.meta}
+        segments = _merged(self.segments() + later.segments())
+        meta.pop("segments", None)
+        if len(segments) > 1:
+            meta["segments"] = segments
         return TrainingTrace(
             pd.concat([self.rounds, later.rounds], ignore_index=True),
             pd.concat([self.client_rounds, later.client_rounds], ignore_index=True),
-            {**self.meta, **later.meta},
+            meta,
         )
+
+    def segments(self) -> list[dict[str, Any]]:
+        """Which device computed which rounds, in order: ``[{"first": 1,
+        "last": 1050, "device": "cuda:0", "device_name": "NVIDIA H200"}, ...]``.
+        One segment unless the run was continued on another device
+        (``fedsim scenario --continue-from``)."""
+        if not self.num_rounds:
+            return []
+        first, last = int(self.rounds["round_num"].iloc[0]), int(self.rounds["round_num"].iloc[-1])
+        stored = self.meta.get("segments") or [{
+            "first": first, "last": last, "device": self.meta.get("device"),
+            "device_name": self.meta.get("device_name", "unrecorded")}]
+        out = []
+        for seg in stored:  # clipped to the rounds this trace holds (it may be a head)
+            lo, hi = max(int(seg["first"]), first), min(int(seg["last"]), last)
+            if lo <= hi:
+                out.append({**seg, "first": lo, "last": hi})
+        return out
+
+    def computed_on(self) -> str:
+        """``"NVIDIA H200"``, or ``"NVIDIA H200 (rounds 1-1050), x86_64 CPU
+        (rounds 1051-1837)"`` for a run continued on another device."""
+        segments = self.segments()
+        if not segments:
+            return self.meta.get("device_name", "unrecorded")
+        if len(segments) == 1:
+            return segments[0]["device_name"]
+        return ", ".join(f"{s['device_name']} (rounds {s['first']}-{s['last']})" for s in segments)
 
     def equals(self, other: TrainingTrace) -> bool:
         """Same rounds and client rounds, value for value (meta ignored)."""
@@ -165,3 +198,14 @@ class TrainingTrace:
             except KeyError as err:
                 raise ValueError(f"{path}: not a training trace (missing {err})") from err
         return cls(rounds, client_rounds, meta)
+
+
+def _merged(segments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Adjacent segments on the same device joined into one."""
+    out: list[dict[str, Any]] = []
+    for seg in segments:
+        if out and out[-1]["device_name"] == seg["device_name"] and out[-1]["last"] + 1 == seg["first"]:
+            out[-1] = {**out[-1], "last": seg["last"]}
+        else:
+            out.append(dict(seg))
+    return out
