@@ -8,10 +8,11 @@ Tracebacks are printed only with ``--debug``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from fedsim.errors import InputError
@@ -186,6 +187,28 @@ _COMMANDS = {
 }
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill PID``; also what a batch scheduler sends) ends a run as
+    Ctrl-C does: finished rounds are checkpointed and the exit status is 130.
+    Background jobs of a non-interactive shell ignore SIGINT, so ``kill`` is
+    how such a run is stopped."""
+    import signal
+    import threading
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fedsim`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -200,9 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.setLevel(logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO))
     try:
         args = build_parser().parse_args(argv)
-        if args.command in ("scenario", "sweep"):
-            return (_cmd_scenario if args.command == "scenario" else _cmd_sweep)(args, argv)
-        return _COMMANDS[args.command](args)
+        with _terminate_as_interrupt():
+            if args.command in ("scenario", "sweep"):
+                return (_cmd_scenario if args.command == "scenario" else _cmd_sweep)(args, argv)
+            return _COMMANDS[args.command](args)
     except InputError as exc:
         if debug:
             raise

@@ -491,11 +491,11 @@ def train_stage(scenario: Scenario, label: str, start_params: Any, mask: Mask, d
     records: list[RoundRecord] = []
     meta = {"label": label, "method": config.section_key(method)}  # + where it ran, below
     every = scenario.rounds.checkpoint_every
-    last_params: list[Any] = [None]
+    last_params: list[Any] = [None]  # (round, params) of the last finished round
 
     def on_round(round_num: int, params: Any, record: RoundRecord) -> None:
+        last_params[0] = (round_num, params)
         records.append(record)
-        last_params[0] = params
         if round_num % every == 0 or round_num == wanted:
             checkpoint(round_num, params, records)
 
@@ -517,11 +517,20 @@ def train_stage(scenario: Scenario, label: str, start_params: Any, mask: Mask, d
     meta.update(device=str(device), device_name=device_name(device))
     if progress:
         print(f"training {label}: rounds {done + 1}..{wanted}", file=sys.stderr, flush=True)
-    new = train(start_params, mask, data.clients, (data.test_x, data.test_y), scenario.fl,
-                seed=scenario.seed, rounds=wanted, participation=participation, device=device,
-                start=state, on_round=on_round, stop=stop, progress=progress)
+    try:
+        new = train(start_params, mask, data.clients, (data.test_x, data.test_y), scenario.fl,
+                    seed=scenario.seed, rounds=wanted, participation=participation, device=device,
+                    start=state, on_round=on_round, stop=stop, progress=progress)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (cli.main): keep every finished round
+        if last_params[0] is not None:
+            round_num, params = last_params[0]
+            finished = [r for r in records if r.round_num <= round_num]
+            if finished and finished[-1].round_num == round_num and round_num % every != 0:
+                checkpoint(round_num, params, finished)
+                log.warning("%s: interrupted; checkpoint written at round %d", label, round_num)
+        raise
     if records and records[-1].round_num % every != 0 and records[-1].round_num != wanted:
-        checkpoint(records[-1].round_num, last_params[0], records)
+        checkpoint(records[-1].round_num, last_params[0][1], records)
     return new if trace is None else trace.concat(new)
 
 

@@ -93,3 +93,37 @@ def test_scenario_runs_and_writes_report(tiny_path: Path, cache_root: Path, tmp_
 def test_unknown_method_selection_exits_2(tiny_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["scenario", str(tiny_path), "--methods", "nope"]) == 2
     assert "unknown method" in capsys.readouterr().err
+
+
+def test_sigterm_stops_a_run_like_ctrl_c_and_keeps_every_finished_round(tiny_path: Path, tmp_path: Path) -> None:
+    """`kill PID` on a running `fedsim scenario`: exit status 130, the
+    interruption message, and a checkpoint at the last finished round (past
+    the periodic one), from which the run resumes."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cache = tmp_path / "cache"
+    env = {**os.environ, "FEDSIM_CACHE": str(cache)}
+    cmd = [sys.executable, "-m", "fedsim", "scenario", str(tiny_path), "--out", str(tmp_path / "out"),
+           "--set", "methods={original: {}}", "--set", "rounds.max=100000", "--set", "rounds.checkpoint_every=50"]
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as err_file:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err_file, text=True)
+        deadline = time.monotonic() + 300
+        done = 0  # rounds finished, from the progress bar ("53/100000")
+        while done < 53 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            done = max([int(n) for n in re.findall(r"(\d+)/100000", log.read_text())], default=0)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    err = log.read_text()
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted: finished stages and checkpoints are kept" in err
+    [manifest] = list(cache.glob("train/*/manifest.json"))
+    rounds = json.loads(manifest.read_text())["info"]["rounds"]
+    assert rounds >= 53, "the rounds after the periodic checkpoint (50) were kept"
+    assert not (tmp_path / "out" / "metrics.csv").exists()
