@@ -446,18 +446,14 @@ def train_entry(scenario: Scenario, method: MethodConfig, participation: list[np
 
 
 def train_stage(scenario: Scenario, label: str, start_params: Any, mask: Mask, data: Data,
-                participation: list[np.ndarray] | None, device: torch.device, *,
-                force: bool = False, progress: bool = False, cached_only: bool = False,
-                continue_from: torch.device | None = None) -> TrainingTrace:
+                participation: list[np.ndarray] | None, device: torch.device,
+                entry: store.CacheEntry, source: store.CacheEntry | None = None, *,
+                force: bool = False, progress: bool = False, cached_only: bool = False) -> TrainingTrace:
     """FedAvg for ``rounds.max`` rounds (or until every target is reached when
-    ``rounds.stop_when_reached``), resuming from the cached checkpoint.
-
-    ``continue_from``: a device whose cached run of this training, where there
-    is one, is continued here on ``device`` from its last checkpoint (see
-    `train_entry`); the trace's `TrainingTrace.segments` say which device
-    computed which rounds."""
-    method = scenario.methods[label]
-    entry, source = train_entry(scenario, method, participation, device, continue_from)
+    ``rounds.stop_when_reached``) on ``device``, resuming from the checkpoint
+    in ``entry`` or, where it has none, continuing the run in ``source`` (on
+    another device; `train_entry` gives both). The trace's
+    `TrainingTrace.segments` say which device computed which rounds."""
     wanted = scenario.rounds.max
     targets = scenario.targets
     if force:
@@ -466,8 +462,8 @@ def train_stage(scenario: Scenario, label: str, start_params: Any, mask: Mask, d
     if loaded is None and source is not None:
         loaded = _load_checkpoint(source)
         if loaded is not None:
-            log.info("%s: continuing the %s run (%s) after its round %d, on %s", label,
-                     continue_from.type, source.path, loaded[0].num_rounds, device.type)
+            log.info("%s: continuing the run in %s after its round %d, on %s", label,
+                     source.path, loaded[0].num_rounds, device.type)
     trace, state = loaded if loaded is not None else (None, None)
 
     done = trace.num_rounds if trace is not None else 0
@@ -489,7 +485,7 @@ def train_stage(scenario: Scenario, label: str, start_params: Any, mask: Mask, d
             (entry.path / name).unlink(missing_ok=True)
 
     records: list[RoundRecord] = []
-    meta = {"label": label, "method": config.section_key(method)}  # + where it ran, below
+    meta = {"label": label, "method": config.section_key(scenario.methods[label])}  # + where it ran, below
     every = scenario.rounds.checkpoint_every
     last_params: list[Any] = [None]  # (round, params) of the last finished round
 
@@ -522,12 +518,12 @@ def train_stage(scenario: Scenario, label: str, start_params: Any, mask: Mask, d
                     seed=scenario.seed, rounds=wanted, participation=participation, device=device,
                     start=state, on_round=on_round, stop=stop, progress=progress)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (cli.main): keep every finished round
-        if last_params[0] is not None:
-            round_num, params = last_params[0]
-            finished = [r for r in records if r.round_num <= round_num]
-            if finished and finished[-1].round_num == round_num and round_num % every != 0:
-                checkpoint(round_num, params, finished)
-                log.warning("%s: interrupted; checkpoint written at round %d", label, round_num)
+        # on_round sets last_params before it appends the record: they agree
+        # unless the interrupt fell between the two
+        if last_params[0] is not None and records and records[-1].round_num == last_params[0][0] \
+                and records[-1].round_num % every != 0:
+            checkpoint(records[-1].round_num, last_params[0][1], records)
+            log.warning("%s: interrupted; checkpoint written at round %d", label, records[-1].round_num)
         raise
     if records and records[-1].round_num % every != 0 and records[-1].round_num != wanted:
         checkpoint(records[-1].round_num, last_params[0][1], records)
@@ -554,7 +550,7 @@ def compute(scenario: Scenario, *, base_dir: Path | None = None, force: bool = F
     ``continue_from`` (``"cpu"`` or ``"cuda"``): continue each method's cached
     run on that device, where there is one, on this scenario's device (e.g. a
     GPU run cut short by its time slot, finished on a CPU); see
-    `train_stage`. Give it again to report such a run (with
+    `train_entry`. Give it again to report such a run (with
     ``cached_only``)."""
     if cached_only and force:
         raise ValueError("cached_only and force exclude each other")
@@ -589,12 +585,12 @@ def compute(scenario: Scenario, *, base_dir: Path | None = None, force: bool = F
                                                  base_dir, force=force)
         participation = (None if _all_clients(system.participation, data.clients.num_clients)
                          else system.participation)
-        keys[f"train/{label}"] = train_entry(scenario, method, participation, device,
-                                             source_device)[0].key
+        entry, source = train_entry(scenario, method, participation, device, source_device)
+        keys[f"train/{label}"] = entry.key
         with timer.stage("train"):
             trace = train_stage(scenario, label, start.params, start.mask, data, participation,
-                                device, force=force, progress=progress, cached_only=cached_only,
-                                continue_from=source_device)
+                                device, entry, source, force=force, progress=progress,
+                                cached_only=cached_only)
         last = trace.rounds.iloc[-1] if trace.num_rounds else None
         log.info("%s: P_R %.4f, %d rounds, final accuracy %s, %.1f MB per round", label,
                  start.mask.remaining_rate, trace.num_rounds,

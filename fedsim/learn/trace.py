@@ -160,8 +160,8 @@ class TrainingTrace:
         return out
 
     def computed_on(self) -> str:
-        """``"NVIDIA H200"``, or ``"NVIDIA H200 (rounds 1-1050), x86_64 CPU
-        (rounds 1051-1837)"`` for a run continued on another device."""
+        """``"NVIDIA H200"``, or ``"NVIDIA H200 (rounds 1-1050), cpu (x86_64, 1
+        threads) (rounds 1051-1735)"`` for a run continued on another device."""
         segments = self.segments()
         if not segments:
             return self.meta.get("device_name", "unrecorded")
