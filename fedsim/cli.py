@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--address", help="Ray cluster address (auto or HOST:PORT); default: start a local Ray")
     sweep.add_argument("--workers", type=int, help="local executor: number of worker processes")
     sweep.add_argument("--plan", action="store_true", help="print the plan (stages to run, cached, estimate) and exit")
+    sweep.add_argument("--cached-only", action="store_true",
+                       help="train nothing: report each task up to its last cached round; a task with "
+                            "no cached training fails, naming it")
 
     data = sub.add_parser("data", help="datasets: fetch and inspect")
     _add_common(data)
@@ -145,7 +148,8 @@ def _cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print(study.plan(spec).describe())
         return 0
     result = study.run(spec, out_dir=args.out, executor=args.executor, address=args.address,
-                       workers=args.workers, progress=not args.quiet, command=["fedsim", *argv])
+                       workers=args.workers, progress=not args.quiet, command=["fedsim", *argv],
+                       cached_only=args.cached_only)
     print(f"sweep written to {result.out_dir}/ (sweep.csv, report.pdf, summary.md)")
     return 0 if not result.failed else 1
 

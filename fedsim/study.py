@@ -999,6 +999,7 @@ class Task:
     base_dir: str
     threads: int | None = None
     before_task: BeforeTask | None = None
+    cached_only: bool = False
 
 
 @dataclass
@@ -1036,7 +1037,7 @@ def run_task(task: Task) -> TaskOutcome:
     try:
         if task.before_task is not None:
             task.before_task(task.task_id)
-        result = pipeline.compute(task.scenario, base_dir=Path(task.base_dir))
+        result = pipeline.compute(task.scenario, base_dir=Path(task.base_dir), cached_only=task.cached_only)
     except Exception as exc:  # reported per task; the study goes on
         return TaskOutcome(task.task_id, None, time.perf_counter() - start, _worker_name(),
                            threads=task.threads, error=f"{type(exc).__name__}: {exc}",
@@ -1299,7 +1300,7 @@ def _execute(the_plan: Plan, backend: Any, progress: bool) -> dict[str, TaskOutc
 def run(study: Study, *, out_dir: str | Path | None = None, executor: str = "local",
         address: str | None = None, workers: int | None = None, progress: bool = False,
         command: Sequence[str] | None = None, before_task: BeforeTask | None = None,
-        ) -> StudyResult:
+        cached_only: bool = False) -> StudyResult:
     """Plan and run ``study`` (one task per cell and method), then write its
     outputs into ``out_dir`` (default ``reports/<study name>/``).
 
@@ -1312,6 +1313,10 @@ def run(study: Study, *, out_dir: str | Path | None = None, executor: str = "loc
         workers: tasks in parallel (default min(CPU count, tasks); for Ray
             min(cluster CPUs, tasks)).
         command: the command line, recorded in study.resolved.yaml.
+        cached_only: train nothing (`pipeline.compute`'s ``cached_only``):
+            each task reports its method up to the last cached round, and a
+            task whose pre-training or training is not cached fails, naming
+            it. For a study's report from a cache trained elsewhere.
         before_task: called with the task id (``c003/hp-fl``) in the worker
             before the task runs: a seam for tests and debugging (a hook that
             raises or exits simulates a failing task or a dying worker). Must
@@ -1338,7 +1343,7 @@ def run(study: Study, *, out_dir: str | Path | None = None, executor: str = "loc
 
     def make_task(task: TaskPlan, threads: int | None) -> Task:
         scenario = config.select_methods(task.cell.scenario, [task.label])
-        return Task(task.id, scenario, base_dir, threads, before_task)
+        return Task(task.id, scenario, base_dir, threads, before_task, cached_only)
 
     if executor == "ray":
         _import_ray()

@@ -291,6 +291,28 @@ def test_pool_failures_then_resume(local_run: tuple[study.StudyResult, Path], tm
     pd.testing.assert_frame_equal(second.sweep, result.sweep)
 
 
+def test_cached_only_reports_the_cache_and_fails_what_is_not_there(
+        local_run: tuple[study.StudyResult, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--cached-only trains nothing: on a warm cache it gives the same rows;
+    with rounds.max raised, each task ends at its last cached round; a study
+    whose trainings are not cached fails every task, naming the stage."""
+    result, cache = local_run
+    monkeypatch.setenv("FEDSIM_CACHE", str(cache))
+    monkeypatch.setattr(pipeline, "train", lambda *a, **k: pytest.fail("training ran"))
+    again = study.run(result.study, out_dir=tmp_path / "again", workers=1, cached_only=True)
+    assert not again.failed
+    pd.testing.assert_frame_equal(again.sweep, result.sweep)
+    longer = study.run(study.load(write_study(tmp_path, set={**GRID["set"], "rounds.max": 5})),
+                       out_dir=tmp_path / "longer", workers=1, cached_only=True)
+    assert not longer.failed
+    assert set(longer.sweep["rounds_run"]) == {2}
+    (tmp_path / "other").mkdir()
+    other = study.run(study.load(write_study(tmp_path / "other", seeds=[7])), out_dir=tmp_path / "other" / "out",
+                      workers=1, cached_only=True)
+    assert len(other.failed) == 6
+    assert all("is not in the cache, and --cached-only computes nothing" in o.error for o in other.failed)
+
+
 def test_bad_executor_arguments(local_run: tuple[study.StudyResult, Path]) -> None:
     result, _ = local_run
     with pytest.raises(InputError, match="unknown executor 'dask'"):
