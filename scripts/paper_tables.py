@@ -89,12 +89,20 @@ def compute(seed: int, overrides: tuple[str, ...], methods: list[str],
     return pipeline.compute(scenario, base_dir=PAPER.parent, cached_only=True, continue_from=continue_from)
 
 
+def _keep_longest(frame: pd.DataFrame, rounds: pd.Series) -> pd.DataFrame:
+    """The rows of each (seed, method)'s longest run (variant); ``rounds``:
+    each row's rounds run. Of equally long runs, the variant listed last in
+    `VARIANTS` (the same trace: a continuation that had nothing to add)."""
+    most = rounds.groupby([frame["seed"], frame["method"]]).transform("max")
+    frame = frame[rounds == most]
+    last = frame.groupby(["seed", "method"])["variant"].transform("last")
+    return frame[frame["variant"] == last]
+
+
 def longest(runs: pd.DataFrame) -> pd.DataFrame:
     """The paper's settings, one run per (seed, method): the longest."""
     paper = runs[runs["variant"].isin(PAPER_VARIANTS)]
-    longest_run = paper.groupby(["seed", "method"])["rounds_run"].transform("max")
-    paper = paper[paper["rounds_run"] == longest_run]
-    return paper.drop_duplicates(["seed", "method", "target_accuracy"], keep="last")
+    return _keep_longest(paper, paper["rounds_run"])
 
 
 def fmt_nra(values: pd.Series, rounds_run: pd.Series) -> str:
@@ -200,12 +208,9 @@ def traffic_table(traffic: pd.DataFrame, target: float) -> str:
 
 
 def longest_curves(curves: pd.DataFrame) -> pd.DataFrame:
-    """Of each (seed, method)'s runs (variants), the one with the most rounds."""
-    length = curves.groupby(["seed", "method", "variant"])["round"].transform("max")
-    most = curves.assign(length=length).groupby(["seed", "method"])["length"].transform("max")
-    keep = curves[length == most]
-    first = keep.groupby(["seed", "method"])["variant"].transform("first")  # ties: one variant
-    return keep[keep["variant"] == first]
+    """Of each (seed, method)'s runs (variants), the one with the most rounds
+    (the same choice as `longest`)."""
+    return _keep_longest(curves, curves.groupby(["seed", "method", "variant"])["round"].transform("max"))
 
 
 def accuracy_figure(curves: pd.DataFrame, path: Path) -> None:
@@ -233,7 +238,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
-    frames, curves, sources = [], [], {}
+    frames, curves, sources = [], [], {}  # sources: (variant, seed) -> (overrides, continue_from)
     for variant, seed, overrides, methods, continue_from in VARIANTS:
         print(f"{variant}, seed {seed}: {', '.join(methods)}", file=sys.stderr, flush=True)
         result = compute(seed, overrides, methods, continue_from)
@@ -242,10 +247,9 @@ def main() -> None:
         frames.append(result.metrics.assign(variant=variant, seed=seed,
                                             best_accuracy=result.metrics["method"].map(best),
                                             training_ran_on=result.metrics["method"].map(ran_on)))
+        sources[(variant, seed)] = (overrides, continue_from)
         if variant in PAPER_VARIANTS:
             curves.append(result.rounds.assign(variant=variant, seed=seed))
-            for method in methods:
-                sources[(seed, method)] = (overrides, continue_from)
     runs = pd.concat(frames, ignore_index=True)
     runs = runs[["variant", "seed", *[c for c in runs.columns if c not in ("variant", "seed")]]]
     runs["nra"] = pd.to_numeric(runs["nra"], errors="coerce").astype(float)  # NaN: not reached
@@ -260,9 +264,8 @@ def main() -> None:
             print(f"traffic: {name}, seed {seed}", file=sys.stderr, flush=True)
             metrics = compute(seed, overrides, methods).metrics
             traffic.append(metrics.assign(encoding=name, seed=seed))
-            variant = long_variant[(seed, "hp-fl")]
-            _, seed_, extra, _, continue_from = next(v for v in VARIANTS if v[0] == variant and v[1] == seed)
-            metrics = compute(seed_, (*extra, *overrides), ["hp-fl"], continue_from).metrics
+            extra, continue_from = sources[(long_variant[(seed, "hp-fl")], seed)]
+            metrics = compute(seed, (*extra, *overrides), ["hp-fl"], continue_from).metrics
             traffic.append(metrics.assign(encoding=name, seed=seed))
     traffic_df = pd.concat(traffic, ignore_index=True)
     traffic_df = traffic_df[["encoding", "seed", "method", "remaining_rate", "target_accuracy", "nra",
