@@ -1,15 +1,21 @@
-# The README's two commands. Both install into the Python that runs them
-# (pip install -e is a no-op when the requirements are already satisfied).
+# The README's two commands. Both install into the Python that runs them, with
+# the exact versions of constraints.txt (pip install -e is quick when they are
+# already there).
 PYTHON ?= python3
+PIP = $(PYTHON) -m pip install -q -c constraints.txt
 
-.PHONY: demo test lint bench
+.PHONY: demo test install install-dev lint bench
 
-demo:
-	$(PYTHON) -m pip install -q -e .
+install:
+	$(PIP) -e .
+
+install-dev:
+	$(PIP) -e ".[dev,ray]"
+
+demo: install
 	$(PYTHON) -m fedsim scenario scenarios/mobile.yaml
 
-test:
-	$(PYTHON) -m pip install -q -e ".[dev,ray]"
+test: install-dev
 	$(PYTHON) -m pytest
 
 lint:

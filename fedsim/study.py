@@ -1163,7 +1163,7 @@ class _LocalPool:
         self.pool.shutdown(wait=wait, cancel_futures=True)
 
 
-RAY_MISSING = "the ray executor needs the optional extra: pip install 'fedsim[ray]'"
+RAY_MISSING = "the ray executor needs the optional extra: pip install 'fedsim-cost[ray]'"
 
 
 def _import_ray() -> Any:
