@@ -12,4 +12,6 @@ import os
 # (docs/performance.md). Set before torch is first imported; users can override.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+# The one home of the version: pyproject.toml reads it (tool.setuptools.dynamic),
+# `fedsim --version` prints it and every report's provenance.json records it.
 __version__ = "0.1.0"

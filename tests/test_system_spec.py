@@ -78,7 +78,8 @@ def test_units_are_parsed_and_the_dump_loads_back():
         ({"clients": {"uplink": {"dist": "gauss", "mean": 1}}}, "clients.uplink",
          "unknown distribution 'gauss'; valid: constant, uniform, normal, lognormal"),
         ({"clients": {"uplink": "20 Mbsp"}}, "clients.uplink",
-         "'20 Mbsp' is not a bandwidth; expected e.g. '20 Mbps' (units: bps, kbps, Mbps, Gbps)"),
+         "'20 Mbsp' is not a bandwidth; expected e.g. '20 Mbps' (units: bps, kbps, Mbps, Gbps; "
+         "bytes per second: B/s, kB/s, MB/s, GB/s)"),
         ({"clients": {"rtt": {"dist": "uniform", "low": "50 ms", "high": "20 ms"}}}, "clients.rtt",
          "low '50 ms' must be <= high '20 ms'"),
         ({"clients": {"uplink": {"dist": "lognormal", "median": "-5 Mbps", "sigma": 0.5}}},

@@ -1,13 +1,11 @@
-"""Units at the edges: parsing to SI floats, formatting as the paper prints."""
+"""Units at the edges: parsing to SI floats (formatting: test_report_units.py)."""
 
 import math
 
 import pytest
 
+from fedsim.report._units import format_bit_rate
 from fedsim.units import (
-    format_bandwidth,
-    format_bytes,
-    format_seconds,
     parse_bandwidth,
     parse_duration,
     parse_size,
@@ -74,7 +72,8 @@ def test_bad_bandwidth_quotes_value_and_units():
     with pytest.raises(ValueError) as info:
         parse_bandwidth("20 Mbsp")
     assert str(info.value) == (
-        "'20 Mbsp' is not a bandwidth; expected e.g. '20 Mbps' (units: bps, kbps, Mbps, Gbps)"
+        "'20 Mbsp' is not a bandwidth; expected e.g. '20 Mbps' "
+        "(units: bps, kbps, Mbps, Gbps; bytes per second: B/s, kB/s, MB/s, GB/s)"
     )
 
 
@@ -100,48 +99,6 @@ def test_bad_durations(bad):
         parse_duration(bad)
 
 
-@pytest.mark.parametrize(
-    ("num_bytes", "text"),
-    [
-        (266_610 * 4, "1.1 MB"),  # the paper: LeNet-300-100 in 32-bit floats
-        (266_610 * 4 * 200, "213 MB"),  # paper Table I: communication per round
-        (22.8e6, "22.8 MB"),
-        (29.2e9, "29.2 GB"),
-        (18.8e9, "18.8 GB"),
-        (300, "300 B"),
-        (0, "0 B"),
-        (999_960, "1 MB"),  # rounds up into the next unit
-        (1500, "1.5 kB"),
-        (20e6, "20 MB"),
-    ],
-)
-def test_format_bytes(num_bytes, text):
-    assert format_bytes(num_bytes) == text
-
-
-@pytest.mark.parametrize(
-    ("seconds", "text"),
-    [
-        (10.0, "10 s"),
-        (1.07, "1.1 s"),
-        (882.0, "14.7 min"),  # paper Table I: CTA of HP-FL
-        (22.5 * 60, "22.5 min"),
-        (0.05, "50 ms"),
-        (7200.0, "2 h"),
-        (0.0, "0 s"),
-        (math.inf, "inf"),
-    ],
-)
-def test_format_seconds(seconds, text):
-    assert format_seconds(seconds) == text
-
-
-def test_format_bandwidth():
-    assert format_bandwidth(20e6) == "20 Mbps"
-    assert format_bandwidth(1.5e9) == "1.5 Gbps"
-    assert format_bandwidth(math.inf) == "inf"
-
-
 @pytest.mark.parametrize("value", ["20 Mbps", "1.5 Gbps", "500 kbps", "8 bps"])
 def test_format_parse_round_trip(value):
-    assert format_bandwidth(parse_bandwidth(value)) == value
+    assert format_bit_rate(parse_bandwidth(value)) == value
