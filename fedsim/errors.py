@@ -13,3 +13,17 @@ class InputError(Exception):
 
 class DataError(InputError):
     """A dataset file is missing, truncated, corrupt or fails its checksum."""
+
+
+#: Longest quoted value in an error message (characters): a message never
+#: prints an unbounded expansion of what the user wrote.
+QUOTE_LIMIT = 80
+
+
+def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(value)``, cut to ``limit`` characters with the full length noted,
+    for quoting user input in error messages."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 1]}… ({len(text)} characters)"

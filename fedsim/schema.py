@@ -13,4 +13,6 @@ from pydantic import BaseModel, ConfigDict
 class Section(BaseModel):
     """Base class of all scenario config sections."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # allow_inf_nan=False: no float setting admits NaN or infinity unless its
+    # field says so (an unlimited link: fedsim.system.spec.SIFloatOrInf)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)

@@ -124,27 +124,45 @@ def required_iterations(method: MethodConfig, pretrain: PretrainConfig) -> int:
 
     With layer-wise pruning the P_R of every level is known in advance, so a
     ``remaining_rate`` maps to its level without training; with global pruning
-    it is not, and the answer is ``pretrain.iterations`` (all of them).
+    it is not, and the answer is ``pretrain.iterations`` (all of them). The
+    levels are walked one pruning step at a time and only until the rate is
+    passed or stops changing, so the cost does not grow with
+    ``pretrain.iterations``.
 
     Raises:
-        ValueError: a remaining rate no level up to ``pretrain.iterations``
-            matches (the message lists them).
+        ValueError: a ``level``, or a dense method's needs, beyond
+            ``pretrain.iterations``; a remaining rate no level up to
+            ``pretrain.iterations`` matches (the message lists them).
     """
-    from fedsim.learn.pretrain import RATE_TOLERANCE, expected_levels
+    from fedsim.learn.pretrain import RATE_TOLERANCE, iter_expected_levels
 
     entry = get(method.kind)
     if not entry.pruned:
+        if entry.iterations > pretrain.iterations:
+            raise ValueError(f"method {method.kind!r} needs pretrain.iterations >= "
+                             f"{entry.iterations} (got {pretrain.iterations})")
         return entry.iterations
     if method.level is not None:
+        if method.level > pretrain.iterations:
+            raise ValueError(f"level {method.level} is beyond pretrain.iterations "
+                             f"{pretrain.iterations}; raise pretrain.iterations or lower the level")
         return method.level
     if pretrain.scope != "layerwise":
         return pretrain.iterations
-    levels = expected_levels(pretrain)
-    for level, rate in levels:
-        if abs(rate - float(method.remaining_rate)) < RATE_TOLERANCE:
+    target = float(method.remaining_rate)
+    seen: list[tuple[int, float]] = []
+    for level, rate in iter_expected_levels(pretrain):
+        if abs(rate - target) < RATE_TOLERANCE:
             return level
-    listed = ", ".join(f"{rate:.4f} (level {k})" for k, rate in levels)
-    raise ValueError(f"no pruning level has remaining_rate {method.remaining_rate!r}; available: {listed}")
+        stuck = bool(seen) and rate == seen[-1][1]
+        seen.append((level, rate))
+        if level == pretrain.iterations or rate < target - RATE_TOLERANCE or stuck:
+            break  # rates only fall: no later level matches
+    listed = [f"{rate:.4f} (level {k})" for k, rate in seen]
+    if len(listed) > 12:
+        listed = [*listed[:6], "...", *listed[-6:]]
+    raise ValueError(f"no pruning level up to pretrain.iterations {pretrain.iterations} has "
+                     f"remaining_rate {method.remaining_rate!r}; available: {', '.join(listed)}")
 
 
 @register("original")

@@ -32,9 +32,10 @@ buffer: one call per step.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -42,10 +43,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from fedsim import seeding
-from fedsim.learn.masks import Mask, level_counts, prune_magnitude
+from fedsim.learn.masks import Mask, level_counts, prune_count, prune_magnitude
 from fedsim.learn.model import (
     DAE_SIZES,
     ENCODER_LAYERS,
@@ -57,6 +57,7 @@ from fedsim.learn.model import (
     resolve_device,
 )
 from fedsim.learn.spec import PretrainConfig
+from fedsim.progress import Progress
 from fedsim.store import atomic_write
 
 #: Two P_R values closer than this are the same pruning level.
@@ -175,12 +176,41 @@ def expected_levels(cfg: PretrainConfig, levels: int | None = None) -> list[tupl
         ValueError: ``cfg.scope`` is ``global`` (there the split between layers,
             hence the classifier's P_R, depends on the trained weights).
     """
+    top = cfg.iterations if levels is None else levels
+    return list(itertools.islice(iter_expected_levels(cfg), top + 1))
+
+
+def iter_expected_levels(cfg: PretrainConfig) -> Iterator[tuple[int, float]]:
+    """``(level, classifier P_R)`` of levels 0, 1, 2, ... (endless) under
+    layer-wise pruning (see `iter_level_counts`).
+
+    Raises:
+        ValueError: ``cfg.scope`` is ``global`` (see `expected_levels`).
+    """
+    counts = iter_level_counts(cfg)
+    total = sum(i * o for i, o in layer_shapes(DAE_SIZES)[:ENCODER_LAYERS])
+    return ((k, sum(level) / total) for k, level in enumerate(counts))
+
+
+def iter_level_counts(cfg: PretrainConfig) -> Iterator[tuple[int, ...]]:
+    """The classifier's per-layer surviving weights at levels 0, 1, 2, ...
+    (endless) under layer-wise pruning, one pruning step per level: the first n
+    levels cost O(n), where ``level_counts`` of each level would cost O(n^2).
+
+    Raises:
+        ValueError: ``cfg.scope`` is ``global`` (see `expected_levels`).
+    """
     if cfg.scope != "layerwise":
         raise ValueError("levels are known in advance only for layerwise pruning")
     shapes = layer_shapes(DAE_SIZES)[:ENCODER_LAYERS]
-    total = sum(i * o for i, o in shapes)
-    top = cfg.iterations if levels is None else levels
-    return [(k, sum(level_counts(shapes, cfg.prune_fraction, k)) / total) for k in range(top + 1)]
+
+    def levels() -> Iterator[tuple[int, ...]]:
+        counts = level_counts(shapes, cfg.prune_fraction, 0)
+        while True:
+            yield counts
+            counts = tuple(c - prune_count(c, cfg.prune_fraction) for c in counts)
+
+    return levels()
 
 
 def dae_epoch_flops(num_samples: int) -> float:
@@ -292,7 +322,6 @@ def train_dae(
     seed: int,
     iteration: int,
     epochs: int | None = None,
-    bar: tqdm | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
 ) -> tuple[Params, np.ndarray]:
     """Protocol 2's Training step: train ``mask ⊙ theta0`` as a denoising autoencoder.
@@ -305,7 +334,6 @@ def train_dae(
         cfg: noise, Adam lr, batch size, epochs.
         seed, iteration: key the shuffle and noise streams.
         epochs: override ``cfg.epochs`` (benchmarks).
-        bar: a progress bar to advance once per epoch.
         on_epoch: called as ``on_epoch(epoch, mse)`` after every epoch.
 
     Returns:
@@ -326,9 +354,6 @@ def train_dae(
     try:
         for epoch in range(1, (cfg.epochs if epochs is None else epochs) + 1):
             losses.append(_epoch(model, data, noisy, xb, tb, cfg, seed, iteration, epoch, pool))
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(mse=f"{losses[-1]:.5f}")
             if on_epoch is not None:
                 on_epoch(epoch, losses[-1])
     finally:
@@ -407,6 +432,7 @@ def pretrain(
     start: Ticket | None = None,
     device: Device = "cpu",
     on_iteration: Callable[[Ticket], None] | None = None,
+    on_epoch: Callable[[int, int, float], None] | None = None,
     progress: bool = False,
 ) -> Ticket:
     """Run Protocol 2 up to ``iterations`` levels (train, prune, reset).
@@ -423,7 +449,10 @@ def pretrain(
         device: ``auto | cpu | cuda``.
         on_iteration: called with the ticket so far after every iteration (to
             cache levels as they come out).
-        progress: show a tqdm bar with ETA per iteration (epochs).
+        on_epoch: called as ``on_epoch(iteration, epoch, mse)`` after every
+            DAE epoch (a pipeline's progress display counts epochs with it).
+        progress: show a progress line of this pre-training's epochs, with an
+            ETA (`fedsim.progress.Progress`, on stderr).
 
     Returns:
         The ticket with levels 0..iterations.
@@ -448,20 +477,20 @@ def pretrain(
         return ticket
     data = as_inputs(unlabeled).to(dev)
     first = ticket.iterations + 1
-    outer = tqdm(total=wanted - ticket.iterations, disable=not progress, unit="iteration", desc="IMP")
+    bar = Progress("pre-training", {"epochs": (wanted - ticket.iterations) * cfg.epochs}, enabled=progress)
     try:
         for iteration in range(first, wanted + 1):
             mask = ticket.masks[-1]
-            with tqdm(
-                total=cfg.epochs,
-                disable=not progress,
-                unit="epoch",
-                desc=f"iteration {iteration}/{wanted}",
-                leave=False,
-            ) as bar:
-                trained, losses = train_dae(
-                    ticket.theta0, mask, data, cfg, seed=seed, iteration=iteration, bar=bar
-                )
+
+            def epoch_done(epoch: int, mse: float, iteration: int = iteration) -> None:
+                bar.advance("epochs", 1, f"IMP level {iteration}/{wanted}, epoch {epoch}/{cfg.epochs}, "
+                                         f"mse {mse:.5f}")
+                if on_epoch is not None:
+                    on_epoch(iteration, epoch, mse)
+
+            trained, losses = train_dae(
+                ticket.theta0, mask, data, cfg, seed=seed, iteration=iteration, on_epoch=epoch_done
+            )
             trained = trained.to("cpu")
             pruned = prune_magnitude(trained.weights, mask, cfg.prune_fraction, cfg.scope)
             recon = np.concatenate([ticket.recon_loss.reshape(-1, losses.size), losses[None, :]])
@@ -469,10 +498,8 @@ def pretrain(
             if iteration == 1:
                 pretrained = trained.layers(0, ENCODER_LAYERS).clone()
             ticket = Ticket(ticket.theta0, (*ticket.masks, pruned), pretrained, recon, meta)
-            outer.update(1)
-            outer.set_postfix(P_R=f"{ticket.encoder_mask(iteration).remaining_rate:.3f}")
             if on_iteration is not None:
                 on_iteration(ticket)
     finally:
-        outer.close()
+        bar.close()
     return ticket

@@ -1,9 +1,11 @@
 """The scenario's ``system:`` section: clients, server, round policy, payload, compute.
 
 Every quantity is written with its unit in the YAML and stored here as an SI
-float (bits/s, seconds, bytes); infinite values are dumped as the string
-``"inf"`` so that a dumped config is valid JSON and loads back unchanged. The
-defaults are the paper's idealised setting (HP-FL paper, Sec. IV-A): infinite
+float (bits/s, seconds, bytes). NaN is never accepted and infinity only where
+it means something: a constant client link or a server link (unlimited), a
+distribution's ``max`` (no clip), ``deadline: inf`` (none). Infinite values are
+dumped as the string ``"inf"`` so that a dumped config is valid JSON and loads
+back unchanged. The defaults are the paper's idealised setting (HP-FL paper, Sec. IV-A): infinite
 bandwidths, no latency, identical devices (speed 1), every client in every
 round, no deadline or dropout, values only at 32 bits, 10 s of computation for
 the full model on 400 samples.
@@ -56,6 +58,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, PlainSerializer, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from fedsim.errors import quote
 from fedsim.schema import Section
 from fedsim.units import parse_quantity
 
@@ -73,6 +76,7 @@ __all__ = [
     "ServerSpec",
     "SystemConfig",
     "Uniform",
+    "draw_range",
 ]
 
 
@@ -83,7 +87,13 @@ def _dump_float(value: float) -> float | str:
     return value
 
 
+#: A finite float in SI units (sections refuse NaN and infinity by default).
 SIFloat = Annotated[float, PlainSerializer(_dump_float, when_used="always")]
+#: A float in SI units where ``inf`` means something: an unlimited link
+#: (a constant bandwidth, the server's links) or no upper clip (``max``).
+#: NaN is refused by the parsing validators.
+SIFloatOrInf = Annotated[float, Field(allow_inf_nan=True),
+                         PlainSerializer(_dump_float, when_used="always")]
 
 
 def _error(message: str) -> PydanticCustomError:
@@ -117,13 +127,13 @@ class _Domain:
         """Parse ``raw`` in this domain's unit; ``what`` prefixes messages."""
         if self.kind is None:
             if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
-                raise _error(f"{what}{raw!r} is not a number")
+                raise _error(f"{what}{quote(raw)} is not a number")
             try:
                 value = float(raw)
             except ValueError:
-                raise _error(f"{what}{raw!r} is not a number") from None
+                raise _error(f"{what}{quote(raw)} is not a number") from None
             if math.isnan(value):
-                raise _error(f"{what}{raw!r} is not a number")
+                raise _error(f"{what}{quote(raw)} is not a number")
             return value
         try:
             return parse_quantity(raw, self.kind)
@@ -132,7 +142,7 @@ class _Domain:
 
     def check(self, raw: Any, value: float, what: str) -> float:
         if not self.contains(value):
-            raise _error(f"{what}{raw!r} must be {self.describe()}")
+            raise _error(f"{what}{quote(raw)} must be {self.describe()}")
         return value
 
 
@@ -149,7 +159,7 @@ class Constant(Section):
     """Every client gets ``value``."""
 
     dist: Literal["constant"] = "constant"
-    value: SIFloat
+    value: SIFloatOrInf
 
 
 class Uniform(Section):
@@ -167,7 +177,7 @@ class Normal(Section):
     mean: SIFloat
     std: SIFloat
     min: SIFloat | None = None
-    max: SIFloat | None = None
+    max: SIFloatOrInf | None = None
 
 
 class LogNormal(Section):
@@ -177,7 +187,7 @@ class LogNormal(Section):
     median: SIFloat
     sigma: SIFloat
     min: SIFloat | None = None
-    max: SIFloat | None = None
+    max: SIFloatOrInf | None = None
 
 
 Distribution = Annotated[Constant | Uniform | Normal | LogNormal, Field(discriminator="dist")]
@@ -208,7 +218,7 @@ def _parse_distribution(raw: Any, domain: _Domain) -> Any:
         choices = ", ".join(DISTRIBUTIONS)
         if name is None:
             raise _error(f"a distribution needs a 'dist' key, one of: {choices}")
-        raise _error(f"unknown distribution {name!r}; valid: {choices}")
+        raise _error(f"unknown distribution {quote(name)}; valid: {choices}")
     quantity_keys, plain_keys = DISTRIBUTIONS[name]
     out: dict[str, Any] = dict(raw)
     out["dist"] = name
@@ -232,13 +242,13 @@ def _parse_distribution(raw: Any, domain: _Domain) -> Any:
         check("low")
         check("high")
         if {"low", "high"} <= values.keys() and values["low"] > values["high"]:
-            raise _error(f"low {raw['low']!r} must be <= high {raw['high']!r}")
+            raise _error(f"low {quote(raw['low'])} must be <= high {quote(raw['high'])}")
     else:
         check("min")
         check("max")
         if name == "normal":
             if "std" in values and not values["std"] >= 0:
-                raise _error(f"std: {raw['std']!r} must be >= 0")
+                raise _error(f"std: {quote(raw['std'])} must be >= 0")
             if values.get("min") is None and not domain.low_closed:
                 raise _error(
                     f"a normal distribution here needs 'min' (values must be {domain.describe()})"
@@ -249,12 +259,12 @@ def _parse_distribution(raw: Any, domain: _Domain) -> Any:
                 )
         else:
             if "median" in values and not values["median"] > 0:
-                raise _error(f"median: {raw['median']!r} must be > 0")
+                raise _error(f"median: {quote(raw['median'])} must be > 0")
             if "sigma" in values and not values["sigma"] >= 0:
-                raise _error(f"sigma: {raw['sigma']!r} must be >= 0")
+                raise _error(f"sigma: {quote(raw['sigma'])} must be >= 0")
         low, high = values.get("min"), values.get("max")
         if low is not None and high is not None and low > high:
-            raise _error(f"min {raw['min']!r} must be <= max {raw['max']!r}")
+            raise _error(f"min {quote(raw['min'])} must be <= max {quote(raw['max'])}")
     return out
 
 
@@ -265,6 +275,25 @@ CLIENT_DOMAINS: Mapping[str, _Domain] = {
     "speed": SPEED,
     "availability": PROBABILITY,
 }
+
+
+def draw_range(dist: Constant | Uniform | Normal | LogNormal, name: str) -> tuple[float, float]:
+    """The smallest and the largest value that client attribute ``name`` can
+    draw from ``dist`` (as ``fedsim.system.profiles.sample_attribute`` draws and
+    clips), for checks that must hold whatever the draws: e.g. the fastest link
+    of a lognormal without ``max`` is ``inf``; its slowest, 0 (an infimum)."""
+    domain = CLIENT_DOMAINS[name]
+    if isinstance(dist, Constant):
+        return dist.value, dist.value
+    if isinstance(dist, Uniform):
+        return dist.low, dist.high
+    if isinstance(dist, Normal):
+        low, high = (dist.mean, dist.mean) if dist.std == 0 else (-math.inf, math.inf)
+    else:
+        low, high = (dist.median, dist.median) if dist.sigma == 0 else (0.0, math.inf)
+    clip_low = dist.min if dist.min is not None else (domain.low if domain.low_closed else -math.inf)
+    clip_high = dist.max if dist.max is not None else (domain.high if domain.high_closed else math.inf)
+    return min(max(low, clip_low), clip_high), max(min(high, clip_high), clip_low)
 
 
 class ClientsSpec(Section):
@@ -295,6 +324,13 @@ class ClientsSpec(Section):
     def _parse_units(cls, raw: Any, info: Any) -> Any:
         return _parse_distribution(raw, CLIENT_DOMAINS[info.field_name])
 
+    @field_validator("availability")
+    @classmethod
+    def _someone_available(cls, dist: Distribution) -> Distribution:
+        if draw_range(dist, "availability")[1] <= 0:
+            raise _error("every client's availability is 0: no client could ever be selected")
+        return dist
+
     @field_validator("trace")
     @classmethod
     def _trace_not_empty(cls, trace: str | None) -> str | None:
@@ -318,7 +354,7 @@ class ClientsSpec(Section):
     def attribute(self, name: str) -> Distribution:
         """The distribution of attribute ``name`` (one of the five above)."""
         if name not in CLIENT_DOMAINS:
-            raise KeyError(f"unknown client attribute {name!r}; valid: {', '.join(CLIENT_DOMAINS)}")
+            raise KeyError(f"unknown client attribute {quote(name)}; valid: {', '.join(CLIENT_DOMAINS)}")
         return getattr(self, name)
 
 
@@ -339,8 +375,8 @@ class ServerSpec(Section):
     kept update arrives.
     """
 
-    downlink: SIFloat = math.inf
-    uplink: SIFloat = math.inf
+    downlink: SIFloatOrInf = math.inf
+    uplink: SIFloatOrInf = math.inf
     aggregation: SIFloat = 0.0
 
     _links = field_validator("downlink", "uplink", mode="before")(_quantity_validator(BANDWIDTH))
@@ -358,7 +394,10 @@ class RoundsSpec(Section):
     ``overcommit``: the server selects ceil(m * (1 + overcommit)) available
     clients and keeps the first m to deliver. ``deadline``: seconds from the
     round's start after which the server stops waiting (null: none).
-    ``dropout``: probability that a selected client quits during its training.
+    ``dropout``: probability that a selected client quits during its training,
+    in [0, 1). A deadline shorter than any possible round is refused by the
+    scenario (``fedsim.config.fastest_round_s``), an availability that is 0 for
+    every client by `ClientsSpec`.
     """
 
     participation: float | int = 1.0
@@ -370,16 +409,16 @@ class RoundsSpec(Section):
     @classmethod
     def _participation(cls, raw: Any) -> float | int:
         if isinstance(raw, bool):
-            raise _error(f"{raw!r} is not a fraction or a count of clients")
+            raise _error(f"{quote(raw)} is not a fraction or a count of clients")
         if isinstance(raw, int):
             if raw == 1:
                 raise _error("1 is ambiguous: write 1.0 for every client, or a count >= 2")
             if raw < 1:
-                raise _error(f"{raw!r} must be a count >= 2 or a fraction in (0, 1]")
+                raise _error(f"{quote(raw)} must be a count >= 2 or a fraction in (0, 1]")
             return raw
         value = _Domain(None, 0.0, False, 1.0, True).parse(raw, "")
         if not 0.0 < value <= 1.0:
-            raise _error(f"{raw!r} must be a fraction in (0, 1] or an int count >= 2")
+            raise _error(f"{quote(raw)} must be a fraction in (0, 1] or an int count >= 2")
         return value
 
     @field_validator("overcommit", mode="before")
@@ -441,7 +480,7 @@ class PayloadSpec(Section):
         domain = _Domain("size", 0.0, True, math.inf, False)
         value = domain.check(raw, domain.parse(raw, ""), "")
         if not float(value).is_integer():
-            raise _error(f"{raw!r} is not a whole number of bytes")
+            raise _error(f"{quote(raw)} is not a whole number of bytes")
         return int(value)
 
 
