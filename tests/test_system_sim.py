@@ -53,8 +53,9 @@ def test_worked_example_without_deadline(tmp_path):
     result = worked_example(tmp_path)
     # downloads: 2 + 2L = 10 -> L = 4 Mbps; clients 1, 2 done at 8/4 = 2 s, client 0 keeps
     # its 2 Mbps cap to 8/2 = 4 s; + rtt/2. compute = 10 s * 0.5 * samples/400 / speed.
-    # uploads: client 1 alone 4.6-6.2 at its 5 Mbps cap; client 0 from 9.05 at its 1 Mbps
-    # cap to 17.05; client 2 from 12.0 shares 5 Mbps with it: 1 + L = 5, 4 Mbps, 2 s.
+    # uploads reach the ingress rtt/2 after the computation ends: client 1 alone 4.7-6.3
+    # at its 5 Mbps cap; client 0 from 9.1 at its 1 Mbps cap to 17.1; client 2 (rtt 0)
+    # from 12.0 shares 5 Mbps with it: 1 + L = 5, 4 Mbps, 8 Mbit in 2 s.
     assert phases(result) == [
         (0, "", 4.05, 9.05, 17.1, 1e6),
         (1, "", 2.1, 4.6, 6.3, 1e6),
@@ -74,15 +75,16 @@ def test_worked_example_without_deadline(tmp_path):
 
 def test_a_deadline_drops_the_straggler_and_counts_its_partial_upload(tmp_path):
     result = worked_example(tmp_path, deadline="15 s")
-    # client 0 has sent (15 - 9.05) s * 1 Mbps = 5.95 Mbit = 743,750 B when the deadline cuts it
+    # client 0's upload reaches the ingress at 9.05 + 0.05 s: it has crossed it for
+    # (15 - 9.1) s * 1 Mbps = 5.9 Mbit = 737,500 B when the deadline cuts it
     assert phases(result) == [
-        (0, "deadline", 4.05, 9.05, 15.0, 743_750.0),
+        (0, "deadline", 4.05, 9.05, 15.0, 737_500.0),
         (1, "", 2.1, 4.6, 6.3, 1e6),
         (2, "", 2.0, 12.0, 14.0, 1e6),
     ]
     first = result.rounds.iloc[0]
     assert first["end_s"] == pytest.approx(15.5)  # the deadline + aggregation
-    assert first["round_bytes"] == 3e6 + 2e6 + 743_750
+    assert first["round_bytes"] == 3e6 + 2e6 + 737_500
     assert first["participants"] == 2 and first["selected"] == 3
     assert first["mean_compute_s"] == 6.25  # over the participants only
     assert [ids.tolist() for ids in result.participation] == [[1, 2], [1, 2]]
@@ -93,7 +95,7 @@ def test_overcommit_keeps_the_first_to_deliver(tmp_path):
     # m = 2, select ceil(2 * 1.5) = 3: clients 1 (6.3 s) and 2 (14.0 s) deliver first
     result = worked_example(tmp_path, participation=2, overcommit=0.5)
     assert phases(result) == [
-        (0, "overcommit", 4.05, 9.05, 14.0, 618_750.0),  # (14 - 9.05) Mbit sent when cut
+        (0, "overcommit", 4.05, 9.05, 14.0, 612_500.0),  # (14 - 9.1) Mbit on the ingress when cut
         (1, "", 2.1, 4.6, 6.3, 1e6),
         (2, "", 2.0, 12.0, 14.0, 1e6),
     ]

@@ -39,6 +39,11 @@ map onto hardware", as in fedjax's ``for_each_client``):
   in the last-level cache from a step's forward pass to its update, which
   makes the layer-1 GEMMs 20-30 % faster than streaming all K clients' 94 MB
   from memory three times per step. A GPU runs all participants as one block;
+* memory is bounded by `STACK_BYTES` (1 GiB: 1006 trained models), not by the
+  participants: a round with more participants than that is trained and
+  averaged chunk by chunk (`train_participants`), each chunk's weighted sum
+  added to the round's average; with fewer (every shipped scenario) the round
+  is one chunk and the average is computed exactly as before;
 * all large buffers are preallocated and reused across steps and rounds.
 """
 
@@ -51,7 +56,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from fedsim import seeding
 from fedsim.learn.masks import Mask
@@ -68,6 +72,7 @@ from fedsim.learn.model import (
 )
 from fedsim.learn.spec import FLConfig
 from fedsim.learn.trace import RoundRecord, TrainingTrace, TrainState
+from fedsim.progress import Progress
 
 Participation = Callable[[int], np.ndarray] | Sequence[np.ndarray] | None
 OnRound = Callable[[int, Params, RoundRecord], None]
@@ -305,8 +310,13 @@ def fedavg(stacked: Params, weights: Sequence[float] | np.ndarray | Tensor) -> P
     total = w.sum()
     if total <= 0:
         raise ValueError("aggregation weights sum to 0")
-    p = torch.from_numpy(w / total).to(device=stacked.device, dtype=torch.float32)
-    avg = [torch.tensordot(p, t, dims=1) for t in stacked.tensors()]
+    return _weighted_sum(stacked, w / total)
+
+
+def _weighted_sum(stacked: Params, p: np.ndarray) -> Params:
+    """``Σ_k p_k θ_k`` over the stacked models, ``p`` float64 ``[K]`` (cast to float32)."""
+    p_t = torch.from_numpy(np.ascontiguousarray(p)).to(device=stacked.device, dtype=torch.float32)
+    avg = [torch.tensordot(p_t, t, dims=1) for t in stacked.tensors()]
     return Params(tuple(avg[0::2]), tuple(avg[1::2]))
 
 
@@ -317,6 +327,20 @@ def fedavg(stacked: Params, weights: Sequence[float] | np.ndarray | Tensor) -> P
 #: layer-1 weights (942 KB per client) then stay in the last-level cache between
 #: the forward pass and the update of a step.
 CPU_BLOCK_BYTES = 16 * 2**20
+
+
+#: Bytes of trained client models (weights and biases, float32) the trainer holds
+#: at once: a round's participants are trained and averaged in chunks of
+#: `default_stack_clients` so memory does not grow with them (50,000 stacked
+#: models would take 53 GB).
+STACK_BYTES = 1 << 30
+
+
+def default_stack_clients() -> int:
+    """Clients whose trained models are held at once: `STACK_BYTES` over one
+    LeNet-300-100's 1,066,440 bytes (1006 clients)."""
+    per_client = 4 * sum((fan_in + 1) * fan_out for fan_in, fan_out in layer_shapes(LENET_SIZES))
+    return max(1, STACK_BYTES // per_client)
 
 
 def default_block_clients(device: torch.device) -> int:
@@ -451,6 +475,47 @@ class _BatchedMLP:
 # -- the training loop ------------------------------------------------------------------
 
 
+def train_participants(
+    model: _BatchedMLP,
+    params: Params,
+    clients: ClientData,
+    ids: np.ndarray,
+    cfg: FLConfig,
+    *,
+    seed: int,
+    round_num: int,
+    stack_clients: int,
+) -> tuple[Params, np.ndarray, np.ndarray]:
+    """One round: the participants ``ids`` train from ``params`` and FedAvg
+    averages them, in chunks of at most ``stack_clients`` clients so that no
+    more trained models than that are held at once.
+
+    Returns ``(the new global model, samples [K], local steps [K])``; the
+    model is ``params`` itself when nobody holds a sample. With K <=
+    ``stack_clients`` this is `fedavg` of the whole stack; with more, each
+    chunk's share ``Σ_{k in chunk} (n_k / n) θ_k`` is added up, which differs
+    from one stack only by float32 rounding (the order of the sum)."""
+    samples = clients.sizes[ids] if ids.size else np.zeros(0, dtype=np.int64)
+    total = int(samples.sum())
+    chunks = [ids[lo : lo + stack_clients] for lo in range(0, ids.size, stack_clients)] or [ids]
+    average: Params | None = None
+    steps = []
+    for chunk in chunks:
+        schedule = round_schedule(clients, chunk, cfg, seed=seed, round_num=round_num)
+        steps.append(schedule.local_steps)
+        if total == 0 or schedule.samples.sum() == 0:
+            continue
+        stacked = model.train_round(params, schedule)  # every chunk starts from the round's model
+        if len(chunks) == 1:
+            return fedavg(stacked, schedule.samples), samples, schedule.local_steps
+        share = _weighted_sum(stacked, schedule.samples / total)
+        average = share if average is None else Params(
+            tuple(a + b for a, b in zip(average.weights, share.weights, strict=True)),
+            tuple(a + b for a, b in zip(average.biases, share.biases, strict=True)),
+        )
+    return (params if average is None else average), samples, np.concatenate(steps)
+
+
 def train(
     init: Params,
     mask: Mask,
@@ -467,6 +532,7 @@ def train(
     stop: Stop | None = None,
     progress: bool = False,
     block_clients: int | None = None,
+    stack_clients: int | None = None,
 ) -> TrainingTrace:
     """Run FedAvg rounds ``start.round_num + 1 .. rounds`` of LeNet-300-100.
 
@@ -490,16 +556,22 @@ def train(
             record)`` with the new global model (e.g. to checkpoint).
         stop: called after every round with its record; True ends the run
             (e.g. once the accuracy targets are reached).
-        progress: show a tqdm bar with ETA.
+        progress: show a progress line of these rounds with an ETA
+            (`fedsim.progress.Progress`, on stderr).
         block_clients: clients trained together per block (for speed: the
             result changes only by the BLAS's float rounding, ~1e-8). Default:
             `default_block_clients` (17 on the CPU, all on a GPU).
+        stack_clients: the most trained client models held at once (memory:
+            about 1.07 MB each); a round with more participants is trained
+            and averaged in chunks (`train_participants`; the result changes
+            only by float rounding). Default: `default_stack_clients` (1006).
 
     Returns:
         The trace of the rounds run.
 
     Raises:
-        ValueError: mismatched shapes, bad participation lists, a bad device.
+        ValueError: mismatched shapes, bad participation lists, a bad device,
+            ``block_clients`` or ``stack_clients`` < 1.
     """
     dev = resolve_device(device)
     mask.check(init)
@@ -510,6 +582,9 @@ def train(
     test_y = as_labels(test[1]).to(dev)
     if block_clients is not None and block_clients < 1:
         raise ValueError(f"block_clients {block_clients} must be >= 1")
+    if stack_clients is not None and stack_clients < 1:
+        raise ValueError(f"stack_clients {stack_clients} must be >= 1")
+    stack = stack_clients if stack_clients is not None else default_stack_clients()
     model = _BatchedMLP(clients, mask, cfg, dev, block_clients)
     meta = {
         "seed": int(seed),
@@ -522,14 +597,13 @@ def train(
     }
     records: list[RoundRecord] = []
     first = state.round_num + 1
-    bar = tqdm(total=max(rounds - state.round_num, 0), disable=not progress, unit="round", desc="FedAvg")
+    bar = Progress("FedAvg", {"rounds": max(rounds - state.round_num, 0)}, enabled=progress)
     try:
         for round_num in range(first, rounds + 1):
             ids = participants(participation, round_num, clients.num_clients)
-            schedule = round_schedule(clients, ids, cfg, seed=seed, round_num=round_num)
-            if ids.size and schedule.samples.sum() > 0:
-                stacked = model.train_round(params, schedule)
-                params = fedavg(stacked, schedule.samples)
+            params, samples, local_steps = train_participants(
+                model, params, clients, ids, cfg, seed=seed, round_num=round_num, stack_clients=stack
+            )
             accuracy, loss = evaluate(params, test_x, test_y, cfg.eval_batch_size)
             record = RoundRecord(
                 round_num=round_num,
@@ -537,12 +611,11 @@ def train(
                 loss=loss,
                 participants=int(ids.size),
                 client_ids=ids,
-                samples=schedule.samples,
-                local_steps=schedule.local_steps,
+                samples=samples,
+                local_steps=local_steps,
             )
             records.append(record)
-            bar.update(1)
-            bar.set_postfix(acc=f"{accuracy:.4f}")
+            bar.advance("rounds", 1, f"round {round_num}/{rounds}, accuracy {accuracy:.4f}")
             if on_round is not None:
                 on_round(round_num, params, record)
             if stop is not None and stop(record):
@@ -575,4 +648,5 @@ __all__ = [
     "round_schedule",
     "steps_per_epoch",
     "train",
+    "train_participants",
 ]

@@ -322,13 +322,36 @@ DEFINITIONS = """\
 - **Final acc.**: test accuracy after the last round; the number of rounds run in parentheses."""
 
 
+def empty_rounds(rounds: pd.DataFrame) -> dict[str, int]:
+    """Per method (in order of appearance), the number of its rounds that
+    aggregated nobody (``participants == 0``: every selected client dropped
+    out, missed the deadline or was unavailable); methods without such
+    rounds are left out. The global model does not change in those rounds."""
+    empty = rounds.loc[rounds["participants"] == 0, "method"].astype(str)
+    counts = empty.value_counts()
+    return {m: int(counts[m]) for m in dict.fromkeys(empty)}
+
+
+def empty_rounds_text(counts: Mapping[str, int], rounds: pd.DataFrame) -> str:
+    """One sentence per method for ``empty_rounds``' counts: "original: 3 of
+    150 rounds aggregated nobody." ("" when there are none)."""
+    totals = rounds.groupby(rounds["method"].astype(str))["round"].count()
+    return " ".join(
+        f"{method}: {n} of {int(totals[method])} round{'s' if totals[method] != 1 else ''} "
+        "aggregated nobody." for method, n in counts.items()
+    )
+
+
 def summary_markdown(
     tables: Sequence[Table],
     meta: Mapping[str, Any],
     figures: Sequence[tuple[str, str]] = (),
+    rounds: pd.DataFrame | None = None,
 ) -> str:
-    """summary.md: the scenario's name, description and provenance, one Table I
-    per target, the definitions, then the figures (``(caption, relative path)``)."""
+    """summary.md: the scenario's name, description and provenance, a warning
+    when some rounds aggregated nobody (from ``rounds``, rounds.csv's frame),
+    one Table I per target, the definitions, then the figures (``(caption,
+    relative path)``)."""
     name = str(meta.get("name") or meta.get("scenario") or "fedsim report")
     lines = [f"# {name}", ""]
     description = str(meta.get("description") or "").strip()
@@ -339,6 +362,17 @@ def summary_markdown(
         lines += ["| provenance | |", "|:---|:---|"]
         lines += [f"| {_md_cell(str(k))} | {_md_cell(str(v))} |" for k, v in provenance.items()]
         lines.append("")
+    empty = empty_rounds(rounds) if rounds is not None else {}
+    if empty:
+        lines += [
+            "## Warning: rounds without participants",
+            "",
+            f"{empty_rounds_text(empty, rounds)} In such a round no update reached the server "
+            "(no client was available, or every selected one dropped out or missed the "
+            "deadline): the global model stayed as it was, while the round's time and partial "
+            "traffic still count.",
+            "",
+        ]
     has_reference = False
     for table in tables:
         lines += [f"## {table.title}", ""]

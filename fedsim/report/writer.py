@@ -178,6 +178,6 @@ def write_report(
     written, figure_links = render_figures(
         out_dir, builders, title, chosen, dpi, str(meta.get("name") or "fedsim report"), RC
     )
-    write_text(out_dir / "summary.md", summary_markdown(tables, meta, figure_links))
+    write_text(out_dir / "summary.md", summary_markdown(tables, meta, figure_links, rounds))
     written["summary.md"] = out_dir / "summary.md"
     return written

@@ -26,7 +26,10 @@ only the parameter, whose corresponding elements of the mask is 1"):
 
 Compute (paper, Sec. IV-A: t_comp = 10 s for the full model, 10 P_R s for a
 subnetwork): the work fraction is P_R (``remaining_rate``) or the FLOP share
-(``flops``, see ``flops_fraction``).
+(``flops``, see ``flops_fraction``). ``t_comp_full`` is the time of the
+paper's reference work, ``REFERENCE_EPOCHS`` (5) local epochs over
+``reference_samples`` (400) samples; a client's work is counted in sample
+passes (``local_epochs x samples``, see ``work_units``).
 """
 
 from __future__ import annotations
@@ -35,9 +38,23 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from fedsim.system.spec import ComputeSpec, PayloadSpec
 
-__all__ = ["Payload", "flops_fraction", "payload_bytes", "remaining_rate", "work_fraction"]
+__all__ = [
+    "REFERENCE_EPOCHS",
+    "Payload",
+    "flops_fraction",
+    "payload_bytes",
+    "remaining_rate",
+    "work_fraction",
+    "work_units",
+]
+
+#: Local epochs of the reference work that ``compute.t_comp_full`` times (the
+#: HP-FL paper, Sec. IV-A: 5 epochs over a client's 400 samples).
+REFERENCE_EPOCHS = 5
 
 
 @dataclass(frozen=True)
@@ -201,3 +218,29 @@ def work_fraction(
     if cfg.work == "dense":
         return 1.0
     return flops_fraction(weight_counts, surviving_counts, bias_count)
+
+
+def work_units(samples: Sequence[int] | np.ndarray, local_epochs: int, reference_samples: int) -> np.ndarray:
+    """Each client's local training work in units of the reference work that
+    ``t_comp_full`` times: ``local_epochs * samples / (REFERENCE_EPOCHS *
+    reference_samples)`` (so 5 epochs over 400 samples is 1).
+
+    What is counted: sample passes, one forward and backward pass of one
+    sample, each sample once per epoch. The batch schedule does not change
+    that count: an epoch is ``ceil(samples / batch_size)`` steps whose last
+    batch is partial and costs what it holds, so batch size only changes the
+    number of steps; a step's fixed overhead (and a device's lower efficiency
+    on small batches) is not modelled.
+
+    Raises:
+        ValueError: ``local_epochs`` or ``reference_samples`` < 1, or a
+            negative sample count.
+    """
+    counts = np.asarray(samples, dtype=float)
+    if int(local_epochs) != local_epochs or local_epochs < 1:
+        raise ValueError(f"local_epochs must be an integer >= 1, got {local_epochs!r}")
+    if int(reference_samples) != reference_samples or reference_samples < 1:
+        raise ValueError(f"reference_samples must be an integer >= 1, got {reference_samples!r}")
+    if (counts < 0).any():
+        raise ValueError("sample counts must be >= 0")
+    return counts * float(local_epochs) / float(REFERENCE_EPOCHS * reference_samples)

@@ -14,12 +14,16 @@ One round r (details and a worked example: docs/network-model.md):
 3. download: every selected client's download starts at the round start on
    the server's egress (max-min fair, capped by the client's downlink); the
    client holds the model rtt/2 after its last byte left the link;
-4. compute: ``compute_s[k] = t_comp_full * work_fraction * samples_k /
-   reference_samples / speed_k``; a client that drops out (probability
+4. compute: ``compute_s[k] = t_comp_full * work_fraction * work_k / speed_k``
+   with ``work_k = local_epochs * samples_k / (5 * reference_samples)``
+   (`fedsim.system.payload.work_units`: t_comp_full times the paper's 5 epochs
+   over ``reference_samples``); a client that drops out (probability
    ``dropout``, stream ``"dropout"``) quits at a uniformly drawn moment of its
    computation (same stream) and the server notices at once;
-5. upload: starts when the computation ends, on the server's ingress; the
-   update reaches the server rtt/2 after its last byte;
+5. upload: the client starts sending when the computation ends; its bytes
+   reach the server's ingress, the last hop, rtt/2 later, so the flow holds the
+   ingress from then on, and the update is at the server when its last byte
+   has crossed the ingress;
 6. collection ends at the earliest of: the deadline; the moment the m-th update
    arrives (over-commit: the first m are kept); the moment every selected
    client has delivered or quit. Whatever is still running then is cut: its
@@ -42,12 +46,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import simpy
-from tqdm.auto import tqdm
 
 from fedsim import seeding
+from fedsim.progress import Progress
 from fedsim.store import atomic_write
 from fedsim.system.links import SharedLink
-from fedsim.system.payload import Payload
+from fedsim.system.payload import REFERENCE_EPOCHS, Payload, work_units
 from fedsim.system.profiles import ClientProfiles, draw_profiles
 from fedsim.system.spec import ServerSpec, SystemConfig
 
@@ -186,6 +190,7 @@ class _Plan:
         payload: Payload,
         work_fraction: float,
         seed: int,
+        local_epochs: int,
     ) -> None:
         compute = system.compute
         self.n_clients = len(profiles)
@@ -194,8 +199,8 @@ class _Plan:
         self.seed = seed
         self.half_rtt_s = profiles.rtt_s / 2.0
         self.compute_s = (
-            compute.t_comp_full * work_fraction * (client_samples / compute.reference_samples)
-            / profiles.speed
+            compute.t_comp_full * work_fraction
+            * work_units(client_samples, local_epochs, compute.reference_samples) / profiles.speed
         )
         self.kept_target = system.rounds.kept_count(self.n_clients)
         self.select_target = system.rounds.selected_count(self.n_clients)
@@ -308,15 +313,17 @@ def synchronous_round(
         compute_end = has_model + compute_s
         drop_at = np.where(quits, has_model + moment * compute_s, math.inf)
 
-        # upload: starts when the computation ends, on the server's ingress
+        # upload: the client sends from the end of its computation; the ingress is
+        # the flow's last hop, which its bytes reach rtt/2 later (the mirror of a
+        # download, whose first hop is the egress)
         uploads = ~quits & (compute_end < deadline)
         up_size = float(plan.payload.up_bytes_in_round(round_num))
         up = server.ingress.transfer_all(
-            compute_end[uploads], np.full(int(uploads.sum()), up_size),
+            compute_end[uploads] + half_rtt[uploads], np.full(int(uploads.sum()), up_size),
             plan.profiles.uplink_bps[selected][uploads], until_s=deadline,
         )
         arrival_raw = np.full(n, math.inf)  # the update is at the server
-        arrival_raw[uploads] = up.end_s + half_rtt[uploads]
+        arrival_raw[uploads] = up.end_s
         arrival = np.where(arrival_raw <= deadline, arrival_raw, math.inf)  # in time
 
         # collection ends: deadline, the m-th arrival, or nobody left to wait for
@@ -391,10 +398,10 @@ def federated_training(
     progress: bool = False,
 ) -> Iterator[simpy.Event]:
     """Process: ``rounds`` synchronous rounds back to back."""
-    with tqdm(total=rounds, disable=not progress, desc="system", unit="round") as bar:
+    with Progress("simulation", {"rounds": rounds}, enabled=progress) as bar:
         for round_num in range(1, rounds + 1):
             yield env.process(synchronous_round(env, server, plan, round_num, record))
-            bar.update()
+            bar.advance("rounds", 1, f"system round {round_num}/{rounds}")
 
 
 def simulate(
@@ -405,6 +412,7 @@ def simulate(
     work_fraction: float,
     rounds: int,
     seed: int,
+    local_epochs: int = REFERENCE_EPOCHS,
     base_dir: Path | None = None,
     progress: bool = False,
 ) -> SystemResult:
@@ -421,12 +429,16 @@ def simulate(
             (``work_fraction``; P_R in the paper).
         rounds: number of rounds (>= 1).
         seed: the scenario seed (streams "profile", "round").
+        local_epochs: local epochs per round (``fl.local_epochs``); compute
+            time scales with it against the reference's 5
+            (`fedsim.system.payload.work_units`).
         base_dir: where relative trace paths are resolved (the scenario's
             directory).
         progress: show a progress bar.
 
     Raises:
-        ValueError: bad arguments (no clients, negative samples or work, rounds < 1).
+        ValueError: bad arguments (no clients, negative samples or work, rounds < 1,
+            local_epochs < 1).
         fedsim.errors.InputError: a missing or malformed trace file.
     """
     samples = np.asarray(client_samples, dtype=float).reshape(-1)
@@ -437,7 +449,7 @@ def simulate(
     if int(rounds) != rounds or rounds < 1:
         raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
     profiles = draw_profiles(system.clients, samples.size, seed, base_dir)
-    plan = _Plan(system, profiles, samples, payload, float(work_fraction), seed)
+    plan = _Plan(system, profiles, samples, payload, float(work_fraction), seed, int(local_epochs))
     record = _Recorder(samples.size, int(rounds))
     env = simpy.Environment()
     server = Server(env, system.server)
