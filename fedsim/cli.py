@@ -1,8 +1,10 @@
 """The ``fedsim`` command line: a thin shell over the Python API.
 
-Exit status: 0 success; 2 bad input (scenario, data, arguments) with a message
-naming the file, the key path and what was expected; 1 anything else.
-Tracebacks are printed only with ``--debug``.
+Exit status: 0 success (also ``--help`` and ``--version``); 2 bad input
+(scenario, data, arguments) with a message naming the file, the key path and
+what was expected; 1 anything else; 130 interrupted. Tracebacks are printed
+only with ``--debug``. What ``fedsim --help`` says is ``DESCRIPTION`` and
+``EXAMPLES`` below, written for users (this docstring is for developers).
 """
 
 from __future__ import annotations
@@ -15,13 +17,37 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from fedsim import __version__
 from fedsim.errors import InputError
 
 log = logging.getLogger("fedsim")
 
+DESCRIPTION = """\
+fedsim simulates what federated learning costs: real PyTorch training gives
+each round's accuracy, a discrete-event model of links and devices its time."""
+
+EXAMPLES = """\
+examples:
+  # a first run, a few minutes; the report goes to reports/quickstart/
+  fedsim scenario scenarios/quickstart.yaml
+  # the same learning on slower uplinks: only the system simulation runs again
+  fedsim scenario scenarios/quickstart.yaml --set system.clients.uplink='2 Mbps'
+  # check a scenario or a study without running anything
+  fedsim validate scenarios/mobile.yaml
+  # what a parameter study would run, what is cached, how long it would take
+  fedsim sweep scenarios/studies/link_vs_pruning.yaml --plan
+  # every option of a command
+  fedsim scenario --help
+
+Units in scenarios: "20 Mbps" (bits/s), "5 MB/s" (bytes/s), "50 ms", "1 MiB".
+Exit status: 0 done; 2 bad input (the message names the file, key and value);
+1 any other error; 130 interrupted (finished rounds are kept: run it again to
+resume). More in README.md and docs/ (the distribution is fedsim-cost)."""
+
 
 class _ArgumentParser(argparse.ArgumentParser):
-    """argparse that raises InputError instead of exiting, so main() decides."""
+    """argparse that raises InputError instead of exiting, so main() decides.
+    (``--help`` and ``--version`` still end in argparse's ``SystemExit(0)``.)"""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise InputError(f"{self.prog}: {message}")
@@ -33,11 +59,22 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _ArgumentParser(prog="fedsim", description=__doc__.splitlines()[0])
+    """The ``fedsim`` argument parser; its ``--help`` is the user's overview
+    (``DESCRIPTION``, one line per command, ``EXAMPLES``)."""
+    parser = _ArgumentParser(prog="fedsim", description=DESCRIPTION, epilog=EXAMPLES,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"fedsim {__version__}",
+                        help="print the version and exit")
     _add_common(parser)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_ArgumentParser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_ArgumentParser,
+                                title="commands", metavar="COMMAND")
 
-    run = sub.add_parser("scenario", help="run a scenario and write its report")
+    def command(name: str, line: str) -> argparse.ArgumentParser:
+        """A subcommand whose one-line description is both its entry in
+        ``fedsim --help`` and the head of ``fedsim NAME --help``."""
+        return sub.add_parser(name, help=line, description=line)
+
+    run = command("scenario", "run a scenario: train, simulate the system, write the report")
     _add_common(run)
     run.add_argument("path", type=Path, help="scenario YAML file")
     run.add_argument("--out", type=Path, help="output directory (default reports/<name>/)")
@@ -56,16 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="train nothing: report each method up to its last cached round (e.g. an "
                           "interrupted run, or a GPU's run on a machine without one)")
 
-    val = sub.add_parser("validate", help="check a scenario (or a study) without running it")
+    val = command("validate", "check a scenario (or a study) without running it")
     _add_common(val)
-    val.add_argument("path", type=Path)
-    val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    val.add_argument("path", type=Path, help="scenario or study YAML file")
+    val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a value before checking it (repeatable)")
 
-    sweep = sub.add_parser("sweep", help="run a parameter study")
+    sweep = command("sweep", "run a parameter study: a grid of scenarios, one report")
     _add_common(sweep)
     sweep.add_argument("path", type=Path, help="study YAML file")
     sweep.add_argument("--out", type=Path, help="output directory (default reports/<study name>/)")
-    sweep.add_argument("--executor", choices=["local", "ray"], default="local")
+    sweep.add_argument("--executor", choices=["local", "ray"], default="local",
+                       help="run the cells in local processes (default) or as Ray tasks")
     sweep.add_argument("--address", help="Ray cluster address (auto or HOST:PORT); default: start a local Ray")
     sweep.add_argument("--workers", type=int, help="local executor: number of worker processes")
     sweep.add_argument("--plan", action="store_true", help="print the plan (stages to run, cached, estimate) and exit")
@@ -73,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train nothing: report each task up to its last cached round; a task with "
                             "no cached training fails, naming it")
 
-    data = sub.add_parser("data", help="datasets: fetch and inspect")
+    data = command("data", "fetch or inspect a dataset (mnist, fashion-mnist)")
     _add_common(data)
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_ArgumentParser)
     fetch = data_sub.add_parser("fetch", help="download (or import) a dataset into the cache")
@@ -83,10 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--force", action="store_true", help="fetch again even if cached")
     info = data_sub.add_parser("info", help="counts, checksum, source and path of a cached dataset")
     _add_common(info)
-    info.add_argument("name")
+    info.add_argument("name", help="mnist or fashion-mnist")
     info.add_argument("--json", action="store_true", help="print one JSON object")
 
-    bench = sub.add_parser("bench", help="measure the performance figures")
+    bench = command("bench", "measure the performance figures of docs/performance.md")
     _add_common(bench)
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--only", help="comma-separated subset: learn,pretrain,system,sweep")
@@ -111,9 +150,10 @@ def scenario_from_args(args: argparse.Namespace):
 
 
 def _cmd_scenario(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from fedsim import pipeline
+    from fedsim import config, pipeline
 
     scenario = scenario_from_args(args)
+    config.check_output_dir(args.out if args.out is not None else Path("reports") / scenario.name)
     result = pipeline.run(scenario, out_dir=args.out, base_dir=args.path.resolve().parent,
                           force=args.force, progress=not args.quiet, command=["fedsim", *argv],
                           cached_only=args.cached_only, continue_from=args.continue_from)
@@ -130,7 +170,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     if isinstance(raw, dict) and "study" in raw:
         from fedsim import study
 
-        plan = study.load(args.path)
+        plan = study.load(args.path, overrides=args.overrides)
         print(f"{args.path}: valid study '{plan.name}' with {len(plan.cells)} cells")
         return 0
     scenario = config.load(args.path, overrides=args.overrides)
@@ -144,6 +184,10 @@ def _cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from fedsim import study
 
     spec = study.load(args.path)
+    if args.out is not None:
+        from fedsim import config
+
+        config.check_output_dir(args.out)
     if args.plan:
         print(study.plan(spec).describe())
         return 0
@@ -214,7 +258,9 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``fedsim`` console script; returns the exit status."""
+    """Entry point of the ``fedsim`` console script; returns the exit status
+    (0, 1, 2 or 130, see the module docstring) and raises nothing but with
+    ``--debug``, where errors propagate with their traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     quiet = "--quiet" in argv
@@ -226,7 +272,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # fedsim's own loggers speak at INFO (a line per stage); libraries stay quiet.
     log.setLevel(logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO))
     try:
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as done:  # --help or --version has printed its text
+            return int(done.code or 0)
         with _terminate_as_interrupt():
             if args.command in ("scenario", "sweep"):
                 return (_cmd_scenario if args.command == "scenario" else _cmd_sweep)(args, argv)

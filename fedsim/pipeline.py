@@ -27,7 +27,6 @@ import math
 import os
 import platform
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -39,7 +38,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fedsim import __version__, config, metrics, seeding, store
+from fedsim import __version__, config, cost, metrics, seeding, store
 from fedsim.config import Scenario
 from fedsim.data import as_float, load, make_partition, split_unlabeled
 from fedsim.learn import methods as learn_methods
@@ -49,6 +48,7 @@ from fedsim.learn.model import device_name, init_dae, resolve_device
 from fedsim.learn.pretrain import Ticket, pretrain
 from fedsim.learn.spec import MethodConfig
 from fedsim.learn.trace import RoundRecord, TrainingTrace, TrainState
+from fedsim.progress import Progress
 from fedsim.system import payload as system_payload
 from fedsim.system.sim import SystemResult, load_result, save_result, simulate
 
@@ -227,13 +227,16 @@ def method_key(scenario: Scenario, method: MethodConfig) -> dict[str, Any]:
 
 def system_key(scenario: Scenario, payload: system_payload.Payload, work_fraction: float,
                client_samples: np.ndarray, base_dir: Path | None) -> str:
+    """The system stage's cache key: the system section, the trace file's
+    bytes, the payload, the work (work fraction, samples per client and
+    ``fl.local_epochs``), the rounds and the seed."""
     trace_sha = None
     if scenario.system.clients.trace:
         trace_path = Path(scenario.system.clients.trace)
         if not trace_path.is_absolute() and base_dir is not None:
             trace_path = base_dir / trace_path
         trace_sha = store.sha256_file(trace_path) if trace_path.exists() else str(trace_path)
-    return store.stable_hash({
+    key: dict[str, Any] = {
         "stage": "system",
         "system": config.section_key(scenario.system),
         "trace_sha256": trace_sha,
@@ -242,7 +245,12 @@ def system_key(scenario: Scenario, payload: system_payload.Payload, work_fractio
         "client_samples": store.stable_hash(client_samples.tolist()),
         "rounds": scenario.rounds.max,
         "seed": scenario.seed,
-    })
+    }
+    # compute time scales with the epochs; the reference's 5 is left out, as
+    # section_key leaves defaults out, so entries written before epochs counted stay valid
+    if scenario.fl.local_epochs != system_payload.REFERENCE_EPOCHS:
+        key["local_epochs"] = scenario.fl.local_epochs
+    return store.stable_hash(key)
 
 
 def participation_key(participation: list[np.ndarray] | None) -> str:
@@ -304,22 +312,43 @@ def compute_device(device: torch.device, what: str) -> torch.device:
                          "(a different device is a different cache entry).") from None
 
 
+def read_entry(entry: store.CacheEntry, what: str, read: Callable[[], Any]) -> Any | None:
+    """``read()`` of a sealed cache entry, or None when its content cannot be
+    decoded although its checksums match (written so by a bug, or by another
+    version): then the entry is removed, with a warning naming it, so that the
+    stage is recomputed once instead of failing on every run.
+
+    Any exception but an interrupt counts as undecodable: decoding arbitrary
+    bytes can raise anything (``zipfile.BadZipFile``, ``pickle.UnpicklingError``,
+    ``EOFError``, pyarrow's errors, a ``KeyError`` for a missing array...)."""
+    try:
+        return read()
+    except Exception as exc:  # see the docstring
+        log.warning("%s cache entry %s cannot be decoded (%s: %s); removing it and recomputing",
+                    what, entry.path, type(exc).__name__, exc)
+        entry.clear()
+        return None
+
+
 def pretrain_stage(scenario: Scenario, data: Data, iterations: int, device: torch.device, *,
-                   force: bool = False, progress: bool = False, cached_only: bool = False) -> Ticket:
+                   force: bool = False, bar: Progress | None = None, cached_only: bool = False) -> Ticket:
     """The ticket with at least ``iterations`` levels, from the cache when it
     holds one; a shorter cached ticket is extended, not recomputed. Every
-    finished iteration is saved, so an interrupted pre-training resumes."""
+    finished iteration is saved, so an interrupted pre-training resumes.
+    ``bar``: the run's progress, told of every epoch (``pretrain`` units of
+    `cost.pretrain_epoch_s`; cached levels are skipped)."""
+    epoch_s = cost.pretrain_epoch_s(scenario)
     entry = store.CacheEntry("pretrain", pretrain_key(scenario))
     theta0 = init_dae(scenario.model.init, scenario.seed)
     start = None
     if not force and entry.valid():
-        try:
-            cached = Ticket.load(entry.file("ticket.npz"))
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("pre-training cache entry %s is unreadable (%s); recomputing", entry.path, exc)
-        else:
+        cached = read_entry(entry, "pre-training", lambda: Ticket.load(entry.path / "ticket.npz"))
+        if cached is not None:
             if cached.iterations >= iterations:
                 log.info("pre-training: cached ticket with %d levels (%s)", cached.iterations, entry.path)
+                if bar is not None:
+                    bar.skip("pretrain", iterations * scenario.pretrain.epochs * epoch_s,
+                             f"pre-training: {cached.iterations} IMP levels cached")
                 return cached
             start = cached
     elif entry.manifest() is not None and not force:
@@ -343,9 +372,19 @@ def pretrain_stage(scenario: Scenario, data: Data, iterations: int, device: torc
         log.info("pre-training: %d IMP iterations x %d epochs on %d unlabeled images%s",
                  iterations, scenario.pretrain.epochs, len(data.unlabeled),
                  f" (resuming after {start.iterations})" if start else "")
+
+        def on_epoch(level: int, epoch: int, mse: float) -> None:
+            if bar is not None:
+                bar.advance("pretrain", epoch_s, f"pre-training IMP level {level}/{iterations}, "
+                                                 f"epoch {epoch}/{scenario.pretrain.epochs}")
+
+        if bar is not None:
+            done = start.iterations if start else 0
+            bar.skip("pretrain", done * scenario.pretrain.epochs * epoch_s,
+                     f"pre-training IMP level {done + 1}/{iterations}, epoch 0/{scenario.pretrain.epochs}")
         ticket = pretrain(theta0, data.unlabeled, scenario.pretrain, seed=scenario.seed,
                           iterations=iterations, start=start, device=device,
-                          on_iteration=save, progress=progress)
+                          on_iteration=save, on_epoch=on_epoch)
     save(ticket)
     return ticket
 
@@ -369,13 +408,12 @@ def system_stage(scenario: Scenario, mask: Mask, client_samples: np.ndarray,
     entry = store.CacheEntry("system", system_key(scenario, payload, work, client_samples, base_dir))
     files = ["timeline.parquet", "rounds.parquet", "profiles.parquet"]
     if not force and entry.valid():
-        try:
-            return load_result(entry.path), payload, work
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("system cache entry %s is unreadable (%s); recomputing", entry.path, exc)
+        cached = read_entry(entry, "system", lambda: load_result(entry.path))
+        if cached is not None:
+            return cached, payload, work
     result = simulate(scenario.system, client_samples=client_samples, payload=payload,
                       work_fraction=work, rounds=scenario.rounds.max, seed=scenario.seed,
-                      base_dir=base_dir, progress=progress)
+                      local_epochs=scenario.fl.local_epochs, base_dir=base_dir, progress=progress)
     # Written into a private directory and renamed into place, so that two
     # processes simulating the same key never see each other's partial files.
     import shutil
@@ -418,16 +456,16 @@ def _load_checkpoint(entry: store.CacheEntry) -> tuple[TrainingTrace, TrainState
             entry.clear()
         return None
     files = sorted((entry.manifest() or {}).get("files", {}))
-    try:
-        trace = TrainingTrace.load(entry.path / next(f for f in files if f.startswith("trace")))
+
+    def read() -> tuple[TrainingTrace, TrainState]:
         from fedsim.learn.model import Params
 
+        trace = TrainingTrace.load(entry.path / next(f for f in files if f.startswith("trace")))
         with np.load(entry.path / next(f for f in files if f.startswith("params"))) as arrays:
             params = Params.from_numpy(arrays)
-    except (OSError, ValueError, KeyError, StopIteration) as exc:
-        log.warning("training cache entry %s is unreadable (%s); recomputing", entry.path, exc)
-        return None
-    return trace, TrainState(trace.num_rounds, params)
+        return trace, TrainState(trace.num_rounds, params)
+
+    return read_entry(entry, "training", read)
 
 
 def train_entry(scenario: Scenario, method: MethodConfig, participation: list[np.ndarray] | None,
@@ -448,13 +486,17 @@ def train_entry(scenario: Scenario, method: MethodConfig, participation: list[np
 def train_stage(scenario: Scenario, label: str, start_params: Any, mask: Mask, data: Data,
                 participation: list[np.ndarray] | None, device: torch.device,
                 entry: store.CacheEntry, source: store.CacheEntry | None = None, *,
-                force: bool = False, progress: bool = False, cached_only: bool = False) -> TrainingTrace:
+                force: bool = False, bar: Progress | None = None, cached_only: bool = False) -> TrainingTrace:
     """FedAvg for ``rounds.max`` rounds (or until every target is reached when
     ``rounds.stop_when_reached``) on ``device``, resuming from the checkpoint
     in ``entry`` or, where it has none, continuing the run in ``source`` (on
     another device; `train_entry` gives both). The trace's
-    `TrainingTrace.segments` say which device computed which rounds."""
+    `TrainingTrace.segments` say which device computed which rounds.
+    ``bar``: the run's progress, told of every round (``train`` units of
+    `cost.round_s`); cached rounds, and rounds not run because the targets
+    were reached, are skipped."""
     wanted = scenario.rounds.max
+    round_s = cost.round_s(scenario)
     targets = scenario.targets
     if force:
         entry.clear()
@@ -470,6 +512,8 @@ def train_stage(scenario: Scenario, label: str, start_params: Any, mask: Mask, d
     if trace is not None and (done >= wanted or (
             scenario.rounds.stop_when_reached and _targets_reached(trace.accuracy, targets))):
         log.info("%s: %d cached rounds (%s)", label, done, entry.path)
+        if bar is not None:
+            bar.skip("train", wanted * round_s, f"training {label}: {done} rounds cached")
         return _head(trace, wanted)
 
     def checkpoint(round_num: int, params: Any, records: list[RoundRecord]) -> None:
@@ -494,6 +538,8 @@ def train_stage(scenario: Scenario, label: str, start_params: Any, mask: Mask, d
         records.append(record)
         if round_num % every == 0 or round_num == wanted:
             checkpoint(round_num, params, records)
+        if bar is not None:
+            bar.advance("train", round_s, f"training {label} round {round_num}/{wanted}")
 
     def stop(record: RoundRecord) -> bool:
         if not scenario.rounds.stop_when_reached:
@@ -506,17 +552,19 @@ def train_stage(scenario: Scenario, label: str, start_params: Any, mask: Mask, d
         if trace is None:
             raise _not_cached(f"training of {label}")
         log.info("%s: %d of %d rounds in the cache; reporting those (--cached-only)", label, done, wanted)
+        if bar is not None:
+            bar.skip("train", wanted * round_s, f"training {label}: {done} rounds cached")
         return trace
     if done:
         log.info("%s: resuming after round %d of %d", label, done, wanted)
     device = compute_device(device, f"training of {label} (rounds {done + 1}..{wanted})")
     meta.update(device=str(device), device_name=device_name(device))
-    if progress:
-        print(f"training {label}: rounds {done + 1}..{wanted}", file=sys.stderr, flush=True)
+    if bar is not None:  # the rounds before ``done`` are cached; the clock of computed work starts now
+        bar.skip("train", done * round_s, f"training {label} round {done}/{wanted}")
     try:
         new = train(start_params, mask, data.clients, (data.test_x, data.test_y), scenario.fl,
                     seed=scenario.seed, rounds=wanted, participation=participation, device=device,
-                    start=state, on_round=on_round, stop=stop, progress=progress)
+                    start=state, on_round=on_round, stop=stop)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (cli.main): keep every finished round
         # on_round sets last_params before it appends the record: they agree
         # unless the interrupt fell between the two
@@ -527,6 +575,8 @@ def train_stage(scenario: Scenario, label: str, start_params: Any, mask: Mask, d
         raise
     if records and records[-1].round_num % every != 0 and records[-1].round_num != wanted:
         checkpoint(records[-1].round_num, last_params[0][1], records)
+    if bar is not None:  # stopped early (targets reached): the rest is not needed
+        bar.skip("train", (wanted - (records[-1].round_num if records else done)) * round_s)
     return new if trace is None else trace.concat(new)
 
 
@@ -535,6 +585,16 @@ def train_stage(scenario: Scenario, label: str, start_params: Any, mask: Mask, d
 
 def _all_clients(participation: list[np.ndarray], n_clients: int) -> bool:
     return all(len(p) == n_clients for p in participation)
+
+
+def run_work(scenario: Scenario, iterations: int) -> dict[str, float]:
+    """The whole work of a run, for its progress display: ``pretrain`` (the
+    ``iterations`` IMP levels' epochs) and ``train`` (every method's
+    ``rounds.max`` rounds), in estimated seconds of the cost model
+    (`fedsim.cost`). Pruned methods' rounds weigh what dense ones do: training
+    is dense."""
+    return {"pretrain": iterations * scenario.pretrain.epochs * cost.pretrain_epoch_s(scenario),
+            "train": len(scenario.methods) * scenario.rounds.max * cost.round_s(scenario)}
 
 
 def compute(scenario: Scenario, *, base_dir: Path | None = None, force: bool = False,
@@ -569,37 +629,46 @@ def compute(scenario: Scenario, *, base_dir: Path | None = None, force: bool = F
              data.client_samples.max(), len(data.unlabeled), len(data.test_y))
 
     iterations = max(needed_iterations(scenario, m) for m in scenario.methods.values())
-    with timer.stage("pretrain"):
-        ticket = pretrain_stage(scenario, data, iterations, device, force=force, progress=progress,
-                                cached_only=cached_only)
+    # one line over the whole run: every pre-training epoch and every method's rounds
+    with Progress("scenario", run_work(scenario, iterations), enabled=progress) as bar:
+        with timer.stage("pretrain"):
+            ticket = pretrain_stage(scenario, data, iterations, device, force=force, bar=bar,
+                                    cached_only=cached_only)
 
-    results: dict[str, MethodResult] = {}
-    keys: dict[str, str] = {"pretrain": pretrain_key(scenario)}
-    for label, method in scenario.methods.items():
-        try:
-            start = learn_methods.build(method, ticket, seed=scenario.seed)
-        except ValueError as exc:
-            raise _method_error(scenario, method, exc) from None
-        with timer.stage("system"):
-            system, payload, work = system_stage(scenario, start.mask, data.client_samples,
-                                                 base_dir, force=force)
-        participation = (None if _all_clients(system.participation, data.clients.num_clients)
-                         else system.participation)
-        entry, source = train_entry(scenario, method, participation, device, source_device)
-        keys[f"train/{label}"] = entry.key
-        with timer.stage("train"):
-            trace = train_stage(scenario, label, start.params, start.mask, data, participation,
-                                device, entry, source, force=force, progress=progress,
-                                cached_only=cached_only)
-        last = trace.rounds.iloc[-1] if trace.num_rounds else None
-        log.info("%s: P_R %.4f, %d rounds, final accuracy %s, %.1f MB per round", label,
-                 start.mask.remaining_rate, trace.num_rounds,
-                 "n/a" if last is None else f"{last['accuracy']:.4f}",
-                 float(system.rounds["round_bytes"].iloc[0]) / 1e6)
-        results[label] = MethodResult(label, method, start.mask, system, trace, payload, work)
+        results: dict[str, MethodResult] = {}
+        keys: dict[str, str] = {"pretrain": pretrain_key(scenario)}
+        for label, method in scenario.methods.items():
+            try:
+                start = learn_methods.build(method, ticket, seed=scenario.seed)
+            except ValueError as exc:
+                raise _method_error(scenario, method, exc) from None
+            with timer.stage("system"):
+                system, payload, work = system_stage(scenario, start.mask, data.client_samples,
+                                                     base_dir, force=force)
+            participation = (None if _all_clients(system.participation, data.clients.num_clients)
+                             else system.participation)
+            entry, source = train_entry(scenario, method, participation, device, source_device)
+            keys[f"train/{label}"] = entry.key
+            with timer.stage("train"):
+                trace = train_stage(scenario, label, start.params, start.mask, data, participation,
+                                    device, entry, source, force=force, bar=bar,
+                                    cached_only=cached_only)
+            last = trace.rounds.iloc[-1] if trace.num_rounds else None
+            log.info("%s: P_R %.4f, %d rounds, final accuracy %s, %.1f MB per round", label,
+                     start.mask.remaining_rate, trace.num_rounds,
+                     "n/a" if last is None else f"{last['accuracy']:.4f}",
+                     float(system.rounds["round_bytes"].iloc[0]) / 1e6)
+            results[label] = MethodResult(label, method, start.mask, system, trace, payload, work)
 
     with timer.stage("metrics"):
         rounds, table, timeline = join(scenario, results)
+    from fedsim.report.tables import empty_rounds, empty_rounds_text
+
+    empty = empty_rounds(rounds)
+    if empty:
+        log.warning("%s No update reached the server in those rounds (no client available, or "
+                    "every selected one dropped out or missed the deadline); the model did not "
+                    "change in them.", empty_rounds_text(empty, rounds))
     return ScenarioResult(scenario, rounds, table, timeline, results, timer.seconds, keys)
 
 
@@ -692,6 +761,43 @@ def reference_for(scenario: Scenario) -> dict[str, dict[str, float]] | None:
     return out
 
 
+#: Name prefix of a report's staging directory in the output directory:
+#: ``.partial-<pid>-<random>``.
+STAGING_PREFIX = ".partial-"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, run by another user
+        return True
+    return True
+
+
+def remove_stale_staging(out_dir: Path) -> list[Path]:
+    """Remove the staging directories that interrupted reports left in
+    ``out_dir`` (``.partial-*``) and return them. A directory whose name holds
+    the id of a running process other than this one is left alone: that
+    process may be writing its report now. Names without a running process's
+    id (fedsim 0.1.0 wrote ``.partial-<random>``) are stale."""
+    import shutil
+
+    removed = []
+    for path in sorted(Path(out_dir).glob(f"{STAGING_PREFIX}*")):
+        pid_text = path.name[len(STAGING_PREFIX):].split("-", 1)[0]
+        pid = int(pid_text) if pid_text.isdigit() else None
+        if not path.is_dir() or (pid is not None and pid != os.getpid() and _process_alive(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    if removed:
+        log.info("removed %d staging director%s left by an interrupted report in %s",
+                 len(removed), "y" if len(removed) == 1 else "ies", out_dir)
+    return removed
+
+
 def write_outputs(result: ScenarioResult, out_dir: Path, command: Sequence[str] | None = None,
                   progress: bool = False) -> dict[str, Path]:
     """Write the tables, the resolved scenario, the provenance and the report.
@@ -708,7 +814,8 @@ def write_outputs(result: ScenarioResult, out_dir: Path, command: Sequence[str] 
     final_dir.mkdir(parents=True, exist_ok=True)
     # Everything is written into a hidden staging directory first and moved into
     # place only once complete: a crash while writing leaves earlier results intact.
-    out_dir = Path(tempfile.mkdtemp(prefix=".partial-", dir=final_dir))
+    remove_stale_staging(final_dir)
+    out_dir = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=final_dir))
     written: dict[str, Path] = {}
 
     def csv(frame: pd.DataFrame, name: str) -> None:

@@ -30,7 +30,7 @@ share their traces whenever participation does not depend on the system
 round), so a link-speed x pruning-rate grid needs one pre-training, one
 training per method and rate, and one simulation per cell and method. The
 plan counts them, checks the cache (``store.CacheEntry.valid()``) and
-estimates the time with a cost model (`COST_MODEL`).
+estimates the time with a cost model (`fedsim.cost.COST_MODEL`).
 
 Execution: a cell runs as one task per method (``c003/hp-fl``:
 ``pipeline.compute`` of the cell restricted to that method), so the trainings
@@ -82,9 +82,11 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from fedsim import __version__, config, pipeline, store, units
+from fedsim import __version__, config, cost, pipeline, store, units
 from fedsim.config import Scenario
-from fedsim.errors import InputError
+from fedsim.cost import COST_MODEL
+from fedsim.errors import InputError, quote
+from fedsim.progress import Progress
 from fedsim.schema import Section
 
 log = logging.getLogger(__name__)
@@ -109,7 +111,7 @@ class RangeParams(Section):
 
     start: float | str
     stop: float | str
-    num: int = Field(strict=True, ge=2)
+    num: int = Field(strict=True, ge=2, le=1000)
 
 
 class AxisRange(Section):
@@ -132,6 +134,7 @@ class StudySpec(Section):
     """The ``study:`` mapping of a study file (see the module docstring)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                      max_length=config.MAX_NAME_CHARS - len(".c00000"),
                       description="used as the default output directory reports/<name>/")
     description: str = ""
     base: str = Field(description="the base scenario, relative to the study file")
@@ -197,7 +200,7 @@ def _format_errors(exc: ValidationError, raw: Any, source: str) -> str:
         else:
             message = error["msg"].removeprefix("Value error, ")
             if not isinstance(node, (Mapping, list)) and repr(node) not in message:
-                message += f" (got {node!r})"
+                message += f" (got {quote(node)})"
             lines.append(f"{source}: {dotted}: {message}")
     return "\n".join(dict.fromkeys(lines))
 
@@ -222,22 +225,29 @@ def _endpoint(raw: float | str, where: str) -> _Endpoint:
     """Parse a range endpoint: a number, or a number with a bandwidth, duration
     or size unit (``fedsim.units``)."""
     if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-        return _Endpoint(float(raw), None, 1.0, None)
+        return _finite(_Endpoint(float(raw), None, 1.0, None), raw, where)
     match = _QUANTITY.match(str(raw))
     if match is None:
-        raise InputError(f"{where}: {raw!r} is not a number or a quantity like '0.5 Mbps'")
+        raise InputError(f"{where}: {quote(raw)} is not a number or a quantity like '0.5 Mbps'")
     unit = match.group("unit")
     if unit is None:
-        return _Endpoint(float(str(raw).replace("_", "")), None, 1.0, None)
+        return _finite(_Endpoint(float(str(raw).replace("_", "")), None, 1.0, None), raw, where)
     for kind in ("bandwidth", "duration", "size"):
         try:
             value = units.parse_quantity(str(raw), kind)
             unit_si = units.parse_quantity(f"1 {unit}", kind)
         except ValueError:
             continue
-        return _Endpoint(value, unit, unit_si, kind)
-    raise InputError(f"{where}: {raw!r} has an unknown unit {unit!r}; units: bandwidth "
+        return _finite(_Endpoint(value, unit, unit_si, kind), raw, where)
+    raise InputError(f"{where}: {quote(raw)} has an unknown unit {unit!r}; units: bandwidth "
                      "(bps, kbps, Mbps, Gbps), duration (us, ms, s, min, h), size (B, kB, MB, GB)")
+
+
+def _finite(endpoint: _Endpoint, raw: float | str, where: str) -> _Endpoint:
+    """``endpoint``, if finite: a range through infinity has no values."""
+    if not math.isfinite(endpoint.si):
+        raise InputError(f"{where}: {quote(raw)} is not a finite number")
+    return endpoint
 
 
 def _round_sig(value: float, digits: int = 12) -> float:
@@ -274,6 +284,9 @@ def expand_range(spec: AxisRange, where: str = "range") -> tuple[list[float], li
         values = [start.si * (stop.si / start.si) ** (i / (n - 1)) for i in range(n)]
     else:
         values = [start.si + (stop.si - start.si) * i / (n - 1) for i in range(n)]
+    if not all(math.isfinite(v) for v in values):
+        raise InputError(f"{where}.{kind}: the values from {quote(params.start)} to "
+                         f"{quote(params.stop)} overflow a float")
     values = [start.si, *(_round_sig(v) for v in values[1:-1]), stop.si]
     if start.unit is None:
         labels = [f"{v:.3g}" for v in values]
@@ -432,24 +445,44 @@ def _cell_ids(n: int) -> list[str]:
     return [f"c{i:0{width}d}" for i in range(n)]
 
 
-def load(path: str | Path) -> Study:
+#: The most cells a study may expand to: far beyond what can be trained, small
+#: enough that validating them all stays within seconds to minutes.
+MAX_CELLS = 10_000
+
+
+def load(path: str | Path, overrides: Sequence[str] = ()) -> Study:
     """Load and validate a study file, expand its cells and validate each one
     with the scenario schema.
 
+    ``overrides`` (``fedsim validate STUDY --set KEY=VALUE``): a key under
+    ``study.`` sets that key of the study file (``study.mode=zip``); any other
+    key is a scenario key set in every cell, after ``study.set``.
+
     Raises:
-        InputError: unreadable or invalid study file, a missing base scenario, an
-            axis or ``set`` key that is not in the scenario schema (naming the
-            valid keys), zipped axes of unequal lengths, or a cell that the
-            scenario schema rejects (naming the cell, the key and the value).
+        InputError: unreadable or invalid study file (or a scenario file: the
+            message says to use ``fedsim scenario``), a missing base scenario, an
+            axis, ``set`` or override key that is not in the scenario schema
+            (naming the valid keys), zipped axes of unequal lengths, more than
+            `MAX_CELLS` cells, or a cell that the scenario schema rejects (naming
+            the cell, the key and the value).
     """
     path = Path(path)
-    raw = config.read_yaml(path)
+    raw = config.read_yaml(path, "study file")
+    if isinstance(raw, dict) and "study" not in raw and raw.keys() & Scenario.model_fields.keys():
+        raise InputError(f"{path}: is a scenario file (no top-level 'study' key); run it with "
+                         f"`fedsim scenario {path}`")
     if not isinstance(raw, dict):
         raise InputError(f"{path}: a study file must be a mapping with a top-level 'study' key")
+    study_sets = [o for o in overrides if o.startswith("study.")]
+    scenario_sets = [o for o in overrides if not o.startswith("study.")]
+    raw = config.apply_overrides(raw, study_sets)
     try:
         spec = StudyFile.model_validate(raw).study
     except ValidationError as exc:
         raise InputError(_format_errors(exc, raw, str(path))) from None
+    if scenario_sets:
+        pairs = [config.parse_override(o) for o in scenario_sets]
+        spec = spec.model_copy(update={"set": {**spec.set, **{".".join(k): v for k, v in pairs}}})
 
     base_path = (path.parent / spec.base).resolve()
     base_raw = config.read_yaml(base_path) if base_path.exists() else None
@@ -461,7 +494,8 @@ def load(path: str | Path) -> Study:
     for key, value in spec.set.items():
         _set_path(base_raw, check_key_path(key, base_raw, f"{path}: study.set.{key}"), value,
                   f"{path}: study.set.{key}")
-    base = config.from_dict(base_raw, source=f"{base_path} (with {path}: study.set)")
+    sets = "study.set and --set" if scenario_sets else "study.set"
+    base = config.from_dict(base_raw, source=f"{base_path} (with {path}: {sets})")
 
     axes: dict[str, list[Any]] = {}
     axis_labels: dict[str, list[str]] = {}
@@ -479,6 +513,11 @@ def load(path: str | Path) -> Study:
             raise InputError(f"{where}: the key is also in study.set; remove it from one of them")
 
     names = list(axes)
+    seeds: list[int | None] = list(spec.seeds) if spec.seeds is not None else [None]
+    count = len(seeds) * (len(axes[names[0]]) if spec.mode == "zip" else math.prod(map(len, axes.values())))
+    if count > MAX_CELLS:
+        raise InputError(f"{path}: study.axes: {count:,} cells (with seeds) exceed the {MAX_CELLS:,} "
+                         "a study may have; split it or use fewer values")
     if spec.mode == "zip":
         lengths = {a: len(v) for a, v in axes.items()}
         if len(set(lengths.values())) > 1:
@@ -487,7 +526,6 @@ def load(path: str | Path) -> Study:
         combos = [tuple([i] * len(names)) for i in range(len(axes[names[0]]))]
     else:
         combos = list(itertools.product(*(range(len(axes[a])) for a in names)))
-    seeds: list[int | None] = list(spec.seeds) if spec.seeds is not None else [None]
 
     specs = [(combo, seed) for combo in combos for seed in seeds]
     ids = _cell_ids(len(specs))
@@ -521,28 +559,7 @@ def load(path: str | Path) -> Study:
 
 # --------------------------------------------------------------------------- planning
 
-#: Cost model of the time estimate: seconds on one core of the development
-#: machine (2-core x86-64, torch 2.13 CPU, otherwise idle), calibrated from the
-#: stage times in provenance.json of scenarios/quickstart.yaml (FedAvg 0.38 s
-#: per round of 20 clients x 400 samples x 5 epochs at 2 threads, 0.83 s at 1;
-#: one IMP iteration of 2 DAE epochs on 20,000 images 1.7 s) and from the DES
-#: (0.9 s for 3000 rounds x 100 clients, 0.1 s to store the timeline):
-#: FedAvg per client sample and local epoch, evaluation per test image and
-#: round, DAE training per unlabeled image and epoch, the DES per client and
-#: round, a fixed cost per task (data loading and partition, cache reads, the
-#: join of the metrics), the worker pool's start and the report. Torch stages
-#: run sqrt(threads) times faster with more threads (1.46x measured at 2). A
-#: machine busy with other work is slower: the quickstart ran 6x slower on this
-#: machine while others trained, so read the estimate as a lower bound there.
-COST_MODEL: dict[str, float] = {
-    "fedavg_s_per_sample_epoch": 20e-6,
-    "eval_s_per_test_image": 3e-6,
-    "dae_s_per_image_epoch": 45e-6,
-    "des_s_per_client_round": 3.5e-6,
-    "task_s": 0.8,
-    "startup_s": 4.0,
-    "report_s": 6.0,
-}
+# The cost model of the time estimate lives in fedsim.cost (shared with the progress display).
 
 _StageKey = tuple[str, str]  # (stage, key)
 
@@ -648,15 +665,6 @@ def system_group(scenario: Scenario, label: str, base_dir: Path) -> str:
         "trace": _trace_file(scenario, base_dir), "counts": _counts_key(scenario, label),
         **pipeline.data_key(scenario), "rounds": scenario.rounds.max,
     })
-
-
-def _client_samples_total(scenario: Scenario) -> int:
-    from fedsim.data import DATASETS
-
-    partition = scenario.data.partition
-    if partition.scheme == "shards":
-        return int(partition.min_samples())
-    return int(DATASETS[scenario.data.dataset].train_size - scenario.data.unlabeled)
 
 
 class _CacheProbe:
@@ -767,7 +775,6 @@ def _plan_task(cell: Cell, label: str, probe: _CacheProbe,
     ``cached`` collects what the cache holds (stage key -> levels or rounds)."""
     scenario = cell.scenario
     method = scenario.methods[label]
-    model = COST_MODEL
     rounds = scenario.rounds.max
 
     pre: _StageKey = ("pretrain", pipeline.pretrain_key(scenario))
@@ -785,17 +792,11 @@ def _plan_task(cell: Cell, label: str, probe: _CacheProbe,
         exact_key = train[1] if _everyone_every_round(scenario) else None
         cached[train] = probe.train_rounds(exact_key, scenario) if exact_key else -1
 
-    from fedsim.data import DATASETS
-
-    test_images = DATASETS[scenario.data.dataset].test_size
-    round_s = (_client_samples_total(scenario) * scenario.fl.local_epochs
-               * model["fedavg_s_per_sample_epoch"] + test_images * model["eval_s_per_test_image"])
-    clients = scenario.data.partition.num_clients
     costs = {
         pre: (max(0, iterations - max(cached[pre], 0)) * scenario.pretrain.epochs
-              * scenario.data.unlabeled * model["dae_s_per_image_epoch"]),
-        train: max(0, rounds - max(cached[train], 0)) * round_s,
-        sim: 0.0 if cached[sim] >= 0 else clients * rounds * model["des_s_per_client_round"],
+              * cost.pretrain_epoch_s(scenario)),
+        train: max(0, rounds - max(cached[train], 0)) * cost.round_s(scenario),
+        sim: 0.0 if cached[sim] >= 0 else cost.simulation_s(scenario),
     }
     return TaskPlan(cell, label, {pre: iterations, train: rounds, sim: 0}, costs, {pre, train})
 
@@ -878,6 +879,9 @@ class Plan:
     roles: dict[str, str]
     estimate_s: float
     executor: str = "local"
+    #: task id -> its estimated seconds in the planned schedule (the weight of
+    #: the task in the sweep's progress: tasks differ hugely in cost)
+    task_estimates_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def threads(self) -> int:
@@ -944,10 +948,12 @@ def _role(todo: set[_StageKey]) -> str:
 
 
 def _simulate_schedule(tasks: Sequence[TaskPlan], cached: Mapping[_StageKey, int], workers: int,
-                       ) -> tuple[float, dict[str, str]]:
-    """Run the scheduler on estimated durations: (makespan s, task -> role)."""
+                       ) -> tuple[float, dict[str, str], dict[str, float]]:
+    """Run the scheduler on estimated durations: (makespan s, task -> role,
+    task -> estimated seconds)."""
     scheduler = _Scheduler(tasks, cached)
     roles: dict[str, str] = {}
+    durations: dict[str, float] = {}
     clock = 0.0
     running: list[tuple[float, int, TaskPlan]] = []
     counter = itertools.count()
@@ -962,13 +968,14 @@ def _simulate_schedule(tasks: Sequence[TaskPlan], cached: Mapping[_StageKey, int
             other_s = sum(task.costs_s[k] for k in todo if k not in task.torch_keys)
             roles[task.id] = _role(todo)
             duration = COST_MODEL["task_s"] + other_s + torch_s / math.sqrt(threads)
+            durations[task.id] = duration
             running.append((clock + duration, next(counter), task))
         if not running:
             break
         running.sort(key=lambda r: r[:2])
         clock, _, task = running.pop(0)
         scheduler.finish(task, ok=True)
-    return clock, roles
+    return clock, roles, durations
 
 
 def plan(study: Study, *, workers: int | None = None, executor: str = "local") -> Plan:
@@ -982,9 +989,9 @@ def plan(study: Study, *, workers: int | None = None, executor: str = "local") -
     tasks = [_plan_task(cell, label, probe, cached)
              for cell in study.cells for label in cell.scenario.methods]
     workers = workers or default_workers(len(tasks))
-    makespan_s, roles = _simulate_schedule(tasks, cached, workers)
+    makespan_s, roles, durations = _simulate_schedule(tasks, cached, workers)
     estimate_s = makespan_s + COST_MODEL["report_s"] + (COST_MODEL["startup_s"] if workers > 1 else 0)
-    return Plan(study, tasks, cached, workers, roles, estimate_s, executor)
+    return Plan(study, tasks, cached, workers, roles, estimate_s, executor, durations)
 
 
 # --------------------------------------------------------------------------- tasks
@@ -1260,14 +1267,28 @@ class StudyResult:
         return [o for o in self.outcomes.values() if not o.ok]
 
 
-def _execute(the_plan: Plan, backend: Any, progress: bool) -> dict[str, TaskOutcome]:
-    from tqdm.auto import tqdm
+def sweep_progress(the_plan: Plan, enabled: bool = True, **options: Any) -> Progress:
+    """The progress display of a study: its tasks weighted by the planner's
+    estimated seconds (`Plan.task_estimates_s`), not counted, since a task that
+    pre-trains and trains costs thousands of times one that only reads the
+    cache. ``options`` go to `Progress` (stream, clock, ...)."""
+    total = sum(the_plan.task_estimates_s.get(t.id, COST_MODEL["task_s"]) for t in the_plan.tasks)
+    return Progress("study", {"tasks": total}, enabled=enabled, **options)
 
+
+def _execute(the_plan: Plan, backend: Any, bar: Progress) -> dict[str, TaskOutcome]:
+    """Run the plan's tasks on ``backend``; ``bar`` advances by each finished
+    (or failed) task's estimated seconds."""
     scheduler = _Scheduler(the_plan.tasks, the_plan.cached)
     outcomes: dict[str, TaskOutcome] = {}
     failed = 0
-    with tqdm(total=len(the_plan.tasks), disable=not progress, desc=f"tasks ({backend.name})",
-              unit="task") as bar:
+    total = len(the_plan.tasks)
+
+    def status() -> str:
+        text = f"{len(outcomes)}/{total} tasks done, {backend.running()} running ({backend.name})"
+        return text + (f", {failed} failed" if failed else "")
+
+    with bar:
         while scheduler.pending or backend.running():
             batch = []
             while backend.slots() > len(batch) and (task := scheduler.next_ready()) is not None:
@@ -1275,6 +1296,8 @@ def _execute(the_plan: Plan, backend: Any, progress: bool) -> dict[str, TaskOutc
             threads = _threads_for(backend.running() + len(batch), the_plan.workers)
             for task in batch:
                 backend.submit(task, threads)
+            if batch:
+                bar.status(status())
             if not backend.running():
                 break  # nothing runs, so nothing is claimed and every task was ready
             for task, outcome in backend.wait_any():
@@ -1285,15 +1308,15 @@ def _execute(the_plan: Plan, backend: Any, progress: bool) -> dict[str, TaskOutc
                                        if v >= 0.05)
                     line = (f"{task.id} ({task.cell.describe()}): {outcome.seconds:.1f} s"
                             f" [{stages}]")
-                    if progress:
-                        bar.write(line)  # above the bar
+                    if bar.enabled:
+                        bar.write(line)  # above the progress line
                     else:
                         log.info("%s", line)
                 else:
                     failed += 1
                     log.warning("%s (%s) failed: %s", task.id, task.cell.describe(), outcome.error)
-                bar.update()
-                bar.set_postfix(failed=failed)
+                bar.advance("tasks", the_plan.task_estimates_s.get(task.id, COST_MODEL["task_s"]),
+                            status())
     return outcomes
 
 
@@ -1361,7 +1384,7 @@ def run(study: Study, *, out_dir: str | Path | None = None, executor: str = "loc
         backend = _LocalPool(the_plan.workers, make_task)
     started = time.perf_counter()
     try:
-        outcomes = _execute(the_plan, backend, progress)
+        outcomes = _execute(the_plan, backend, sweep_progress(the_plan, progress))
     except BaseException:
         backend.close(wait=False)  # Ctrl-C: finished stages are cached, do not wait
         raise
@@ -1696,6 +1719,7 @@ __all__ = [
     "run",
     "run_task",
     "sweep_frame",
+    "sweep_progress",
     "synthetic_trace",
     "system_group",
     "train_group",
