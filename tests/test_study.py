@@ -10,14 +10,14 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from fedsim import pipeline, store, study
+from fedsim import pipeline, study
 from fedsim.errors import InputError
 
 TINY = Path(__file__).parent / "scenarios" / "tiny.yaml"
@@ -195,7 +195,8 @@ def local_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[study.
         yield study.run(spec, out_dir=directory / "out", workers=1), directory / "cache"
 
 
-def test_local_in_process_end_to_end(local_run: tuple[study.StudyResult, Path]) -> None:
+def test_local_in_process_end_to_end(local_run: tuple[study.StudyResult, Path],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
     result, cache = local_run
     assert not result.failed
     sweep = result.sweep
@@ -206,10 +207,24 @@ def test_local_in_process_end_to_end(local_run: tuple[study.StudyResult, Path]) 
                                        "methods.hp-fl.remaining_rate_label"]
     assert sweep["system.clients.uplink"].tolist() == [1e6, 1e6, 1e7, 1e7, 1e8, 1e8]
     assert sweep["remaining_rate"].round(3).tolist() == [1.0, 0.8] * 3
-    # faster uplinks never slow a round down; sparser models send fewer bytes
-    tta = sweep.set_index(["system.clients.uplink", "methods.hp-fl.remaining_rate"])["cta_s"]
-    assert (sweep["comm_bytes_per_round"][sweep["remaining_rate"] < 0.9] < 8.6e6).all()
-    assert tta.notna().all()
+    # a cell's metrics are those of its scenario run through the pipeline (from the cache)
+    monkeypatch.setenv("FEDSIM_CACHE", str(cache))
+    monkeypatch.setattr(pipeline, "train", lambda *a, **k: pytest.fail("training ran"))
+    for cell in (result.study.cells[0], result.study.cells[5]):  # 1 Mbps at P_R 1, 100 Mbps at 0.8
+        alone = pipeline.compute(cell.scenario, base_dir=result.study.base_dir).metrics
+        rows = sweep[sweep["cell"] == cell.id]
+        for column in ("remaining_rate", "nra", "cca_bytes", "cta_s", "tta_s", "final_accuracy"):
+            assert rows[column].tolist() == alone[column].tolist(), (cell.id, column)
+    # every cell reaches its target; faster uplinks shorten the time to it and
+    # change neither rounds, traffic nor compute; sparser models send fewer bytes
+    assert sweep["nra"].notna().all()
+    by_rate = sweep.sort_values("system.clients.uplink").groupby("methods.hp-fl.remaining_rate")
+    for rate, rows in by_rate:
+        assert rows["tta_s"].is_monotonic_decreasing and rows["tta_s"].nunique() == 3, rate
+        for column in ("nra", "cca_bytes", "cta_s"):
+            assert rows[column].nunique() == 1, (rate, column)
+    per_round = sweep.groupby("methods.hp-fl.remaining_rate")["comm_bytes_per_round"].first()
+    assert per_round[0.8] < per_round[1.0]
     # the 3 caches: 1 ticket, 2 traces, 6 simulations
     stages = [key.split("/")[0] for key in cache_entries(cache)]
     assert sorted(stages) == ["pretrain"] + ["system"] * 6 + ["train"] * 2
@@ -239,19 +254,28 @@ def test_sweep_rows_equal_a_scenario_run(local_run: tuple[study.StudyResult, Pat
     assert set(plan.roles.values()) == {"cached"}
 
 
+def _wait_for(condition: Callable[[], bool], what: str) -> None:
+    """Poll ``condition``; the 120 s limit only turns a broken handshake into a
+    failure instead of a hang (nothing depends on how long anything takes)."""
+    deadline = time.monotonic() + 120.0
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"test hook: gave up waiting for {what}")
+        time.sleep(0.02)
+
+
 def _fail_two(task_id: str) -> None:
-    """Test hook, run in the worker before a task: c005/hp-fl kills its worker
-    while c000/hp-fl (training the rate-1 trace) runs in the other one (the
-    first time, c000 waits for c005 to start); c004/hp-fl raises."""
+    """Test hook, run in the worker before a task, with a file handshake and no
+    timing: the first time, c000/hp-fl (training the rate-1 trace) marks that it
+    runs and then blocks until the broken pool terminates its worker;
+    c005/hp-fl (scheduled beside it once the rate-0.8 trace exists) waits for
+    that mark and kills its own worker; c004/hp-fl raises."""
     flags = Path(os.environ["FEDSIM_CACHE"]).parent
     if task_id == "c000/hp-fl" and not (flags / "c000-ran").exists():
         (flags / "c000-ran").touch()
-        deadline = time.monotonic() + 60.0
-        while not (flags / "c005-ran").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(1.0)  # c005's worker dies meanwhile
+        _wait_for(lambda: False, "the pool to terminate this worker")
     if task_id == "c005/hp-fl":
-        (flags / "c005-ran").touch()
+        _wait_for((flags / "c000-ran").exists, "c000/hp-fl to start")
         os._exit(3)
     if task_id == "c004/hp-fl":
         raise RuntimeError("injected failure")
@@ -344,7 +368,7 @@ def test_ray_missing_is_an_input_error(monkeypatch: pytest.MonkeyPatch) -> None:
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_ray)
-    with pytest.raises(InputError, match=r"pip install 'fedsim\[ray\]'"):
+    with pytest.raises(InputError, match=r"pip install 'fedsim-cost\[ray\]'"):
         study._import_ray()
 
 
@@ -355,13 +379,6 @@ def test_synthetic_trace_is_labelled() -> None:
     assert int(trace.client_rounds["local_steps"][0]) == 35  # ceil(400 / 60) x 5 epochs
     first = int((trace.accuracy >= 0.95).argmax()) + 1
     assert first == math.ceil(40 * math.log(0.876 / 0.026))  # 141
-
-
-def test_cache_entries_helper(tmp_path: Path) -> None:
-    entry = store.CacheEntry("system", "abc", root=tmp_path)
-    (entry.file("x.txt")).write_text("x")
-    entry.seal(["x.txt"])
-    assert list(cache_entries(tmp_path)) == ["system/abc"]
 
 
 def test_cli_plan_and_validate(tmp_path: Path, cache_root: Path,
@@ -379,10 +396,39 @@ def test_cli_plan_and_validate(tmp_path: Path, cache_root: Path,
     assert "unknown key 'uplnk'" in capsys.readouterr().err
 
 
-def test_bench_sweep_reports_its_figures() -> None:
+def test_bench_sweep_reports_its_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The figures describe the study that ran: every cell simulated from the
+    injected trace (training never runs), counts from its cells and rounds,
+    rates = count / the reported seconds, parts within the whole. No speed is
+    asserted here: targets belong to `fedsim bench`."""
+    runs: list[study.StudyResult] = []
+    real_run = study.run
+
+    def spy(*args: object, **kwargs: object) -> study.StudyResult:
+        runs.append(real_run(*args, **kwargs))
+        return runs[-1]
+
+    monkeypatch.setattr(study, "run", spy)
+    monkeypatch.setattr(pipeline, "train", lambda *a, **k: pytest.fail("training ran"))
     figures = study.bench_sweep(cells=2, rounds=20, workers=1)
-    assert figures["sweep_2_cells_s"] > 0 and figures["sweep_cells_per_s"] > 0
-    assert figures["sweep_workers"] == 1
-    assert figures["sweep_client_rounds_per_cell"] == 2000
-    assert figures["sweep_cell_train_s"] < 1.0  # the (synthetic) trace came from the cache
+    [result] = runs
+    cells = len(result.study.cells)
+    assert cells == 2 and len(result.outcomes) == cells and not result.failed
+    assert figures["sweep_workers"] == result.plan.workers == 1
+    assert set(result.sweep["rounds_run"]) == {20}
+    clients = {c.scenario.data.partition.num_clients for c in result.study.cells}
+    assert [figures["sweep_client_rounds_per_cell"]] == [20 * k for k in clients]
+    total_s = figures[f"sweep_{cells}_cells_s"]  # rounded to 0.01 s, the rate to 0.001/s
+    assert figures["sweep_cells_per_s"] == pytest.approx(cells / total_s,
+                                                         abs=5e-4 + cells * 0.005 / total_s**2)
+    for part in ("plan", "tasks", "outputs"):
+        assert figures[f"sweep_{part}_s"] == round(result.seconds[f"{part}_s"], 2)
+    rounding_s = 0.005
+    parts_s = figures["sweep_plan_s"] + figures["sweep_tasks_s"] + figures["sweep_outputs_s"]
+    assert parts_s <= total_s + 4 * rounding_s
+    # one worker runs the cells one after another, inside the tasks' time
+    assert cells * figures["sweep_cell_mean_s"] <= figures["sweep_tasks_s"] + (cells + 1) * rounding_s
+    stages_s = sum(v for k, v in figures.items() if k.startswith("sweep_cell_") and k != "sweep_cell_mean_s")
+    assert stages_s <= figures["sweep_cell_mean_s"] + 0.01
+    assert {"sweep_cell_train_s", "sweep_cell_system_s"} <= set(figures)
     assert "synthetic" in figures["sweep_trace"]

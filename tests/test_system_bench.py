@@ -1,10 +1,16 @@
-"""The system benchmark runs, and its naive reference model keeps FIFO order."""
+"""The system benchmark: its naive reference model keeps FIFO order, and its
+figures are the client-rounds of the runs it made over the time they took
+(timed with a scripted clock, so the arithmetic is checked exactly; no speed
+is asserted here: targets belong to `fedsim bench`)."""
 
+import itertools
 import math
+from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
-from fedsim.system import Payload, SystemConfig
+from fedsim.system import Payload, SystemConfig, bench
 from fedsim.system.bench import bench_des, naive_fifo_rounds
 from fedsim.system.profiles import ClientProfiles
 
@@ -22,11 +28,43 @@ def test_naive_fifo_reference_by_hand():
     assert naive_fifo_rounds(system, profiles, np.ones(2), payload, rounds=2) == 2 * 9.8
 
 
-def test_bench_des_quick():
+def test_bench_des_figures_follow_from_the_runs(monkeypatch: pytest.MonkeyPatch):
+    """Every timed run lasts 2 s of wall clock and 0.5 s of CPU on the scripted
+    clock; the runs themselves are real (scale 0.01) and recorded."""
+    wall_s, cpu_s = 2.0, 0.5
+    monkeypatch.setattr(bench, "time", SimpleNamespace(
+        perf_counter=itertools.count(0.0, wall_s).__next__,
+        process_time=itertools.count(0.0, cpu_s).__next__))
+    fluid, naive = [], []
+    real_simulate, real_naive = bench.simulate, bench.naive_fifo_rounds
+
+    def simulate(system, *, client_samples, rounds, **kwargs):
+        fluid.append((len(client_samples), rounds, system.server.downlink, system.server.uplink))
+        return real_simulate(system, client_samples=client_samples, rounds=rounds, **kwargs)
+
+    def naive_rounds(system, profiles, compute_s, payload, rounds):
+        naive.append((len(profiles), rounds))
+        return real_naive(system, profiles, compute_s, payload, rounds)
+
+    monkeypatch.setattr(bench, "simulate", simulate)
+    monkeypatch.setattr(bench, "naive_fifo_rounds", naive_rounds)
     figures = bench_des(scale=0.01)
-    assert set(figures) == {
-        "des_client_rounds_per_s", "des_client_rounds_per_cpu_s", "des_naive_client_rounds_per_s", "des_speedup_vs_naive",
-        "des_scaling_1000_us_per_client_round", "des_scaling_10000_us_per_client_round",
-        "des_scaling_100000_us_per_client_round", "des_scaling_spread",
-    }
-    assert all(value > 0 for value in figures.values())
+
+    (clients, rounds, *_), *scaling = fluid
+    [(naive_clients, naive_rounds_run)] = naive
+    assert clients == naive_clients == 100  # the same population in both models
+    assert figures["des_client_rounds_per_s"] == round(clients * rounds / wall_s)
+    assert figures["des_client_rounds_per_cpu_s"] == round(clients * rounds / cpu_s)
+    assert figures["des_naive_client_rounds_per_s"] == round(naive_clients * naive_rounds_run / wall_s)
+    assert figures["des_speedup_vs_naive"] == round(rounds / naive_rounds_run, 2)  # same clients, same CPU s
+    # the scaling runs: growing populations, the same client-rounds each, and the
+    # server link scaled with the population (2 and 0.5 Mbps per client)
+    sizes = [k for k, *_ in scaling]
+    assert len(scaling) == 3 and sizes == sorted(sizes) and len(set(sizes)) == 3
+    assert len({k * r for k, r, *_ in scaling}) == 1
+    for k, _, egress_bps, ingress_bps in scaling:
+        assert (egress_bps, ingress_bps) == pytest.approx((2e6 * k, 0.5e6 * k))
+    costs_us = [1e6 * cpu_s / (k * r) for k, r, *_ in scaling]
+    names = [f"des_scaling_{n}_us_per_client_round" for n in (1_000, 10_000, 100_000)]
+    assert [figures[n] for n in names] == [round(c, 2) for c in costs_us]
+    assert figures["des_scaling_spread"] == round(max(costs_us) / min(costs_us), 2) == 1.0
