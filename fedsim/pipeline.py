@@ -225,6 +225,9 @@ def method_key(scenario: Scenario, method: MethodConfig) -> dict[str, Any]:
     return key
 
 
+SYSTEM_MODEL_VERSION = 2
+
+
 def system_key(scenario: Scenario, payload: system_payload.Payload, work_fraction: float,
                client_samples: np.ndarray, base_dir: Path | None) -> str:
     """The system stage's cache key: the system section, the trace file's
@@ -238,6 +241,10 @@ def system_key(scenario: Scenario, payload: system_payload.Payload, work_fractio
         trace_sha = store.sha256_file(trace_path) if trace_path.exists() else str(trace_path)
     key: dict[str, Any] = {
         "stage": "system",
+        # Bumped when the simulator's timing model changes, so entries simulated
+        # under an older model are recomputed (2: an upload enters the server
+        # link rtt/2 after it leaves the client).
+        "model": SYSTEM_MODEL_VERSION,
         "system": config.section_key(scenario.system),
         "trace_sha256": trace_sha,
         "payload": payload.__dict__,
