@@ -12,9 +12,14 @@ No library module calls ``np.random.seed`` or ``torch.manual_seed``.
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+# torch is imported by torch_generator alone: the method registry, which
+# validating a scenario reads, imports this module and must not import torch
+if TYPE_CHECKING:
+    import torch
 
 KeyPart = str | int
 
@@ -55,6 +60,8 @@ def torch_seed(seed: int, *key: KeyPart) -> int:
 
 def torch_generator(seed: int, *key: KeyPart, device: str | torch.device = "cpu") -> torch.Generator:
     """A torch.Generator on ``device`` seeded for stream ``key``."""
+    import torch
+
     gen = torch.Generator(device=device)
     gen.manual_seed(torch_seed(seed, *key))
     return gen

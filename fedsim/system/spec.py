@@ -45,22 +45,35 @@ A client attribute is a plain value (a constant) or a distribution:
 to [min, max] when given). Where an attribute's domain has a closed bound
 (rtt >= 0, 0 <= availability <= 1) draws are clipped to it by default; where the
 bound is open (bandwidth > 0, speed > 0) a normal distribution needs an explicit
-``min`` above it. See docs/network-model.md for the model itself.
+``min`` above it (the distributions and their parsing: `fedsim.system.distributions`,
+whose names this module re-exports). See docs/network-model.md for the model itself.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import Field, PlainSerializer, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import Field, field_validator, model_validator
 
 from fedsim.errors import quote
 from fedsim.schema import Section
-from fedsim.units import parse_quantity
+from fedsim.system.distributions import (
+    BANDWIDTH,
+    CLIENT_DOMAINS,
+    DISTRIBUTIONS,
+    Constant,
+    Distribution,
+    Domain,
+    LogNormal,
+    Normal,
+    SIFloat,
+    SIFloatOrInf,
+    Uniform,
+    draw_range,
+    parse_distribution,
+    value_error,
+)
 
 __all__ = [
     "CLIENT_DOMAINS",
@@ -78,222 +91,6 @@ __all__ = [
     "Uniform",
     "draw_range",
 ]
-
-
-def _dump_float(value: float) -> float | str:
-    """Infinite floats as the string "inf" (JSON has no infinity)."""
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return value
-
-
-#: A finite float in SI units (sections refuse NaN and infinity by default).
-SIFloat = Annotated[float, PlainSerializer(_dump_float, when_used="always")]
-#: A float in SI units where ``inf`` means something: an unlimited link
-#: (a constant bandwidth, the server's links) or no upper clip (``max``).
-#: NaN is refused by the parsing validators.
-SIFloatOrInf = Annotated[float, Field(allow_inf_nan=True),
-                         PlainSerializer(_dump_float, when_used="always")]
-
-
-def _error(message: str) -> PydanticCustomError:
-    # A custom error keeps pydantic from prefixing "Value error, " to the text.
-    return PydanticCustomError("value_error", message)
-
-
-@dataclass(frozen=True)
-class _Domain:
-    """What values a quantity may take; ``kind`` names its unit (None: a plain number)."""
-
-    kind: str | None
-    low: float
-    low_closed: bool
-    high: float
-    high_closed: bool
-
-    def describe(self) -> str:
-        if self.high == math.inf:
-            return f">= {self.low:g}" if self.low_closed else f"> {self.low:g}"
-        left = "[" if self.low_closed else "("
-        right = "]" if self.high_closed else ")"
-        return f"in {left}{self.low:g}, {self.high:g}{right}"
-
-    def contains(self, value: float) -> bool:
-        above = value >= self.low if self.low_closed else value > self.low
-        below = value <= self.high if self.high_closed else value < self.high
-        return above and below
-
-    def parse(self, raw: Any, what: str) -> float:
-        """Parse ``raw`` in this domain's unit; ``what`` prefixes messages."""
-        if self.kind is None:
-            if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
-                raise _error(f"{what}{quote(raw)} is not a number")
-            try:
-                value = float(raw)
-            except ValueError:
-                raise _error(f"{what}{quote(raw)} is not a number") from None
-            if math.isnan(value):
-                raise _error(f"{what}{quote(raw)} is not a number")
-            return value
-        try:
-            return parse_quantity(raw, self.kind)
-        except ValueError as exc:
-            raise _error(f"{what}{exc}") from None
-
-    def check(self, raw: Any, value: float, what: str) -> float:
-        if not self.contains(value):
-            raise _error(f"{what}{quote(raw)} must be {self.describe()}")
-        return value
-
-
-BANDWIDTH = _Domain("bandwidth", 0.0, False, math.inf, True)
-LATENCY = _Domain("duration", 0.0, True, math.inf, False)
-SPEED = _Domain(None, 0.0, False, math.inf, False)
-PROBABILITY = _Domain(None, 0.0, True, 1.0, True)
-
-
-# --- distributions (fields in SI units, parsed by the attribute that owns them)
-
-
-class Constant(Section):
-    """Every client gets ``value``."""
-
-    dist: Literal["constant"] = "constant"
-    value: SIFloatOrInf
-
-
-class Uniform(Section):
-    """Uniform on [low, high]."""
-
-    dist: Literal["uniform"]
-    low: SIFloat
-    high: SIFloat
-
-
-class Normal(Section):
-    """Normal(mean, std) clipped to [min, max] (None: the attribute's closed bound)."""
-
-    dist: Literal["normal"]
-    mean: SIFloat
-    std: SIFloat
-    min: SIFloat | None = None
-    max: SIFloatOrInf | None = None
-
-
-class LogNormal(Section):
-    """``median * exp(sigma * Z)``, Z standard normal, clipped to [min, max] if given."""
-
-    dist: Literal["lognormal"]
-    median: SIFloat
-    sigma: SIFloat
-    min: SIFloat | None = None
-    max: SIFloatOrInf | None = None
-
-
-Distribution = Annotated[Constant | Uniform | Normal | LogNormal, Field(discriminator="dist")]
-
-# name -> (fields in the attribute's unit, dimensionless fields)
-DISTRIBUTIONS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "constant": (("value",), ()),
-    "uniform": (("low", "high"), ()),
-    "normal": (("mean", "std", "min", "max"), ()),
-    "lognormal": (("median", "min", "max"), ("sigma",)),
-}
-
-
-def _parse_distribution(raw: Any, domain: _Domain) -> Any:
-    """Turn a scalar or a ``{dist: ...}`` mapping into a distribution dict in SI
-    units, checking that every value it can draw lies in ``domain``.
-
-    Unknown sub-keys are passed through so that pydantic reports them (extra
-    keys are forbidden); an unknown ``dist`` is reported here with the choices.
-    """
-    if isinstance(raw, (Constant, Uniform, Normal, LogNormal)):
-        raw = raw.model_dump()
-    if not isinstance(raw, Mapping):
-        value = domain.parse(raw, "")
-        return {"dist": "constant", "value": domain.check(raw, value, "")}
-    name = raw.get("dist", "constant" if "value" in raw else None)
-    if name not in DISTRIBUTIONS:
-        choices = ", ".join(DISTRIBUTIONS)
-        if name is None:
-            raise _error(f"a distribution needs a 'dist' key, one of: {choices}")
-        raise _error(f"unknown distribution {quote(name)}; valid: {choices}")
-    quantity_keys, plain_keys = DISTRIBUTIONS[name]
-    out: dict[str, Any] = dict(raw)
-    out["dist"] = name
-    values: dict[str, float] = {}
-    for key in quantity_keys:
-        if out.get(key) is not None:
-            values[key] = out[key] = domain.parse(out[key], f"{key}: ")
-    for key in plain_keys:
-        if out.get(key) is not None:
-            values[key] = out[key] = _Domain(None, -math.inf, True, math.inf, True).parse(
-                out[key], f"{key}: "
-            )
-
-    def check(key: str) -> None:
-        if key in values:
-            domain.check(raw[key], values[key], f"{key}: ")
-
-    if name == "constant":
-        check("value")
-    elif name == "uniform":
-        check("low")
-        check("high")
-        if {"low", "high"} <= values.keys() and values["low"] > values["high"]:
-            raise _error(f"low {quote(raw['low'])} must be <= high {quote(raw['high'])}")
-    else:
-        check("min")
-        check("max")
-        if name == "normal":
-            if "std" in values and not values["std"] >= 0:
-                raise _error(f"std: {quote(raw['std'])} must be >= 0")
-            if values.get("min") is None and not domain.low_closed:
-                raise _error(
-                    f"a normal distribution here needs 'min' (values must be {domain.describe()})"
-                )
-            if values.get("max") is None and domain.high != math.inf and not domain.high_closed:
-                raise _error(
-                    f"a normal distribution here needs 'max' (values must be {domain.describe()})"
-                )
-        else:
-            if "median" in values and not values["median"] > 0:
-                raise _error(f"median: {quote(raw['median'])} must be > 0")
-            if "sigma" in values and not values["sigma"] >= 0:
-                raise _error(f"sigma: {quote(raw['sigma'])} must be >= 0")
-        low, high = values.get("min"), values.get("max")
-        if low is not None and high is not None and low > high:
-            raise _error(f"min {quote(raw['min'])} must be <= max {quote(raw['max'])}")
-    return out
-
-
-CLIENT_DOMAINS: Mapping[str, _Domain] = {
-    "downlink": BANDWIDTH,
-    "uplink": BANDWIDTH,
-    "rtt": LATENCY,
-    "speed": SPEED,
-    "availability": PROBABILITY,
-}
-
-
-def draw_range(dist: Constant | Uniform | Normal | LogNormal, name: str) -> tuple[float, float]:
-    """The smallest and the largest value that client attribute ``name`` can
-    draw from ``dist`` (as ``fedsim.system.profiles.sample_attribute`` draws and
-    clips), for checks that must hold whatever the draws: e.g. the fastest link
-    of a lognormal without ``max`` is ``inf``; its slowest, 0 (an infimum)."""
-    domain = CLIENT_DOMAINS[name]
-    if isinstance(dist, Constant):
-        return dist.value, dist.value
-    if isinstance(dist, Uniform):
-        return dist.low, dist.high
-    if isinstance(dist, Normal):
-        low, high = (dist.mean, dist.mean) if dist.std == 0 else (-math.inf, math.inf)
-    else:
-        low, high = (dist.median, dist.median) if dist.sigma == 0 else (0.0, math.inf)
-    clip_low = dist.min if dist.min is not None else (domain.low if domain.low_closed else -math.inf)
-    clip_high = dist.max if dist.max is not None else (domain.high if domain.high_closed else math.inf)
-    return min(max(low, clip_low), clip_high), max(min(high, clip_high), clip_low)
 
 
 class ClientsSpec(Section):
@@ -322,20 +119,20 @@ class ClientsSpec(Section):
     @field_validator("downlink", "uplink", "rtt", "speed", "availability", mode="before")
     @classmethod
     def _parse_units(cls, raw: Any, info: Any) -> Any:
-        return _parse_distribution(raw, CLIENT_DOMAINS[info.field_name])
+        return parse_distribution(raw, CLIENT_DOMAINS[info.field_name])
 
     @field_validator("availability")
     @classmethod
     def _someone_available(cls, dist: Distribution) -> Distribution:
         if draw_range(dist, "availability")[1] <= 0:
-            raise _error("every client's availability is 0: no client could ever be selected")
+            raise value_error("every client's availability is 0: no client could ever be selected")
         return dist
 
     @field_validator("trace")
     @classmethod
     def _trace_not_empty(cls, trace: str | None) -> str | None:
         if trace is not None and not trace.strip():
-            raise _error("trace: an empty path; use null for no trace")
+            raise value_error("trace: an empty path; use null for no trace")
         return trace
 
     @model_validator(mode="after")
@@ -345,7 +142,7 @@ class ClientsSpec(Section):
         defaults = type(self)()
         clashing = [name for name in CLIENT_DOMAINS if getattr(self, name) != getattr(defaults, name)]
         if clashing:
-            raise _error(
+            raise value_error(
                 f"trace {self.trace!r} gives every client's {', '.join(CLIENT_DOMAINS)}; "
                 f"remove {', '.join(clashing)} (or the trace)"
             )
@@ -358,7 +155,7 @@ class ClientsSpec(Section):
         return getattr(self, name)
 
 
-def _quantity_validator(domain: _Domain) -> Any:
+def _quantity_validator(domain: Domain) -> Any:
     def validate(cls: type, raw: Any) -> float:
         return domain.check(raw, domain.parse(raw, ""), "")
 
@@ -381,7 +178,7 @@ class ServerSpec(Section):
 
     _links = field_validator("downlink", "uplink", mode="before")(_quantity_validator(BANDWIDTH))
     _aggregation = field_validator("aggregation", mode="before")(
-        _quantity_validator(_Domain("duration", 0.0, True, math.inf, False))
+        _quantity_validator(Domain("duration", 0.0, True, math.inf, False))
     )
 
 
@@ -409,22 +206,22 @@ class RoundsSpec(Section):
     @classmethod
     def _participation(cls, raw: Any) -> float | int:
         if isinstance(raw, bool):
-            raise _error(f"{quote(raw)} is not a fraction or a count of clients")
+            raise value_error(f"{quote(raw)} is not a fraction or a count of clients")
         if isinstance(raw, int):
             if raw == 1:
-                raise _error("1 is ambiguous: write 1.0 for every client, or a count >= 2")
+                raise value_error("1 is ambiguous: write 1.0 for every client, or a count >= 2")
             if raw < 1:
-                raise _error(f"{quote(raw)} must be a count >= 2 or a fraction in (0, 1]")
+                raise value_error(f"{quote(raw)} must be a count >= 2 or a fraction in (0, 1]")
             return raw
-        value = _Domain(None, 0.0, False, 1.0, True).parse(raw, "")
+        value = Domain(None, 0.0, False, 1.0, True).parse(raw, "")
         if not 0.0 < value <= 1.0:
-            raise _error(f"{quote(raw)} must be a fraction in (0, 1] or an int count >= 2")
+            raise value_error(f"{quote(raw)} must be a fraction in (0, 1] or an int count >= 2")
         return value
 
     @field_validator("overcommit", mode="before")
     @classmethod
     def _overcommit(cls, raw: Any) -> float:
-        domain = _Domain(None, 0.0, True, math.inf, False)
+        domain = Domain(None, 0.0, True, math.inf, False)
         return domain.check(raw, domain.parse(raw, ""), "")
 
     @field_validator("deadline", mode="before")
@@ -432,7 +229,7 @@ class RoundsSpec(Section):
     def _deadline(cls, raw: Any) -> float | None:
         if raw is None:
             return None
-        domain = _Domain("duration", 0.0, False, math.inf, False)
+        domain = Domain("duration", 0.0, False, math.inf, False)
         value = domain.parse(raw, "")
         if value == math.inf:
             return None  # "inf": no deadline
@@ -441,7 +238,7 @@ class RoundsSpec(Section):
     @field_validator("dropout", mode="before")
     @classmethod
     def _dropout(cls, raw: Any) -> float:
-        domain = _Domain(None, 0.0, True, 1.0, False)
+        domain = Domain(None, 0.0, True, 1.0, False)
         return domain.check(raw, domain.parse(raw, ""), "")
 
     def kept_count(self, n_clients: int) -> int:
@@ -477,10 +274,10 @@ class PayloadSpec(Section):
     @field_validator("overhead", mode="before")
     @classmethod
     def _overhead(cls, raw: Any) -> int:
-        domain = _Domain("size", 0.0, True, math.inf, False)
+        domain = Domain("size", 0.0, True, math.inf, False)
         value = domain.check(raw, domain.parse(raw, ""), "")
         if not float(value).is_integer():
-            raise _error(f"{quote(raw)} is not a whole number of bytes")
+            raise value_error(f"{quote(raw)} is not a whole number of bytes")
         return int(value)
 
 
@@ -499,7 +296,7 @@ class ComputeSpec(Section):
     work: Literal["remaining_rate", "flops", "dense"] = "remaining_rate"
 
     _t_comp = field_validator("t_comp_full", mode="before")(
-        _quantity_validator(_Domain("duration", 0.0, True, math.inf, False))
+        _quantity_validator(Domain("duration", 0.0, True, math.inf, False))
     )
 
 
