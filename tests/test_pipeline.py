@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 
 from fedsim import config, pipeline, store
+from fedsim.learn.model import resolve_device
+from fedsim.pipeline import outputs, stages, training
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny_metrics.csv"
 
@@ -99,9 +101,9 @@ def test_second_run_uses_the_cache(tiny_path: Path, cache_root: Path, tmp_path: 
     def forbidden(*args, **kwargs):
         raise AssertionError("a cached stage ran again")
 
-    monkeypatch.setattr(pipeline, "train", forbidden)
-    monkeypatch.setattr(pipeline, "simulate", forbidden)
-    monkeypatch.setattr(pipeline, "pretrain", forbidden)
+    monkeypatch.setattr(training, "train", forbidden)
+    monkeypatch.setattr(stages, "simulate", forbidden)
+    monkeypatch.setattr(stages, "pretrain", forbidden)
     second = run_tiny(tiny_path, tmp_path / "b")
     pd.testing.assert_frame_equal(first.metrics, second.metrics)
     pd.testing.assert_frame_equal(first.rounds, second.rounds)
@@ -115,7 +117,7 @@ def test_cache_keys_follow_what_each_stage_reads(tiny_path: Path) -> None:
     more_levels = config.load(tiny_path, ["pretrain.iterations=4"])
     new_noise = config.load(tiny_path, ["pretrain.noise_var=0.1"])
     method = base.methods["hp-fl"]
-    cpu = pipeline.resolve_device("cpu")
+    cpu = resolve_device("cpu")
 
     def train_key(s: config.Scenario) -> str:
         return pipeline.train_key(s, s.methods["hp-fl"], None, cpu)
@@ -142,7 +144,7 @@ def test_bandwidth_change_reruns_only_the_simulation(tiny_path: Path, cache_root
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     first = run_tiny(tiny_path, tmp_path / "a")
     calls = {"simulate": 0}
-    real_simulate = pipeline.simulate
+    real_simulate = stages.simulate
 
     def counting(*args, **kwargs):
         calls["simulate"] += 1
@@ -151,8 +153,8 @@ def test_bandwidth_change_reruns_only_the_simulation(tiny_path: Path, cache_root
     def forbidden(*args, **kwargs):
         raise AssertionError("training ran again for a bandwidth change")
 
-    monkeypatch.setattr(pipeline, "simulate", counting)
-    monkeypatch.setattr(pipeline, "train", forbidden)
+    monkeypatch.setattr(stages, "simulate", counting)
+    monkeypatch.setattr(training, "train", forbidden)
     second = run_tiny(tiny_path, tmp_path / "b", ("system.clients.uplink=1 Mbps",))
     assert calls["simulate"] == 2  # one per method
     np.testing.assert_array_equal(first.rounds["accuracy"], second.rounds["accuracy"])
@@ -165,7 +167,7 @@ def test_resume_after_interrupt_equals_uninterrupted(tiny_path: Path, cache_root
     reference = run_tiny(tiny_path, tmp_path / "ref", overrides).rounds
 
     monkeypatch.setenv("FEDSIM_CACHE", str(tmp_path / "cache2"))
-    real_train = pipeline.train
+    real_train = training.train
 
     def interrupted(*args, **kwargs):
         on_round = kwargs["on_round"]
@@ -177,7 +179,7 @@ def test_resume_after_interrupt_equals_uninterrupted(tiny_path: Path, cache_root
 
         return real_train(*args, **{**kwargs, "on_round": hook})
 
-    monkeypatch.setattr(pipeline, "train", interrupted)
+    monkeypatch.setattr(training, "train", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_tiny(tiny_path, tmp_path / "out", overrides)
     assert not (tmp_path / "out" / "metrics.csv").exists()
@@ -188,7 +190,7 @@ def test_resume_after_interrupt_equals_uninterrupted(tiny_path: Path, cache_root
         started.append(kwargs["start"].round_num if kwargs.get("start") else 0)
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "train", resumed)
+    monkeypatch.setattr(training, "train", resumed)
     again = run_tiny(tiny_path, tmp_path / "out", overrides).rounds
     assert started == [3], "an interrupt checkpoints every finished round (round 3; the last periodic one is 2)"
     pd.testing.assert_frame_equal(reference, again)
@@ -264,7 +266,7 @@ def test_gpu_results_render_from_the_cache_without_a_gpu(tiny_path: Path, cache_
             cuda_key = pipeline.train_key(scenario, scenario.methods[label], None, __import__("torch").device("cuda"))
             assert cuda_key != cpu_key
             (cache_root / "train" / cpu_key).rename(cache_root / "train" / cuda_key)
-    monkeypatch.setattr(pipeline, "train", lambda *a, **k: pytest.fail("training ran"))
+    monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("training ran"))
     second = run_tiny(tiny_path, tmp_path / "cuda", ("device=cuda",))
     pd.testing.assert_frame_equal(first.metrics, second.metrics)
     prov = json.loads((tmp_path / "cuda" / "provenance.json").read_text())
@@ -281,7 +283,7 @@ def test_cached_only_reports_what_the_cache_holds(tiny_path: Path, cache_root: P
     with pytest.raises(InputError, match=r"pre-training to IMP level 1 is not in the cache, and --cached-only"):
         run_tiny(tiny_path, tmp_path / "none", cached_only=True)
     short = run_tiny(tiny_path, tmp_path / "short", ("rounds.max=2",))
-    monkeypatch.setattr(pipeline, "train", lambda *a, **k: pytest.fail("training ran"))
+    monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("training ran"))
     partial = run_tiny(tiny_path, tmp_path / "partial", cached_only=True)  # rounds.max is 3
     assert set(partial.metrics["rounds_run"]) == {2}
     pd.testing.assert_frame_equal(partial.rounds, short.rounds)
@@ -303,7 +305,7 @@ def test_a_run_cut_short_on_one_device_continues_on_another(tiny_path: Path, cac
     straight = run_tiny(tiny_path, tmp_path / "straight")  # 3 rounds on the CPU, the reference
     scenario = config.load(tiny_path)
     with monkeypatch.context() as patch:
-        for module in (pipeline, federated):
+        for module in (training, outputs, federated):
             patch.setattr(module, "device_name", lambda device: "stand-in GPU")
         short = run_tiny(tiny_path, tmp_path / "short", ("rounds.max=2",), force=True)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
@@ -313,13 +315,13 @@ def test_a_run_cut_short_on_one_device_continues_on_another(tiny_path: Path, cac
             cache_root / "train" / pipeline.train_key(scenario, scenario.methods[label], None, cuda))
 
     starts: list[int] = []
-    real_train = pipeline.train
+    real_train = training.train
 
     def train(*args, **kwargs):
         starts.append(kwargs["start"].round_num)
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "train", train)
+    monkeypatch.setattr(training, "train", train)
     continued = run_tiny(tiny_path, tmp_path / "continued", continue_from="cuda")
     assert starts == [2] * len(labels)  # only round 3 trained, from the GPU's checkpoint
     pd.testing.assert_frame_equal(continued.rounds, straight.rounds)
@@ -335,7 +337,7 @@ def test_a_run_cut_short_on_one_device_continues_on_another(tiny_path: Path, cac
     assert set(prov["training_computed_on"].values()) == {
         f"stand-in GPU (rounds 1-2), {straight.methods[labels[0]].trace.meta['device_name']} (rounds 3-3)"}
     # the GPU's own entries are untouched, and the continued run reports from the cache
-    monkeypatch.setattr(pipeline, "train", lambda *a, **k: pytest.fail("training ran"))
+    monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("training ran"))
     gpu = run_tiny(tiny_path, tmp_path / "gpu", ("device=cuda",), cached_only=True)
     assert set(gpu.metrics["rounds_run"]) == {2}
     again = run_tiny(tiny_path, tmp_path / "again", cached_only=True, continue_from="cuda")

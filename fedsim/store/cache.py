@@ -5,8 +5,12 @@
 * ``atomic_write(path)``: every file fedsim writes goes to a temporary file in
   the same directory and is renamed into place, so a crash or Ctrl-C never
   leaves a half-written CSV, checkpoint or cache entry.
+* ``CacheEntry.staged()``: the same for a whole cache entry (a directory of
+  files): written into a private directory, published by one rename.
 * ``stable_hash(obj)``: the content address of a JSON-able config, used as the
   cache key of a stage (open_lth names runs the same way).
+
+The names of the files themselves are decided in `fedsim.store.artifacts`.
 """
 
 from __future__ import annotations
@@ -15,10 +19,13 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from fedsim.store.artifacts import MANIFEST
 
 
 def data_dir() -> Path:
@@ -103,9 +110,11 @@ class CacheEntry:
     corrupted file (checked on every ``valid()``) means "recompute", never
     "use silently". Files other than the manifest may be written (atomically)
     before sealing, e.g. a training checkpoint that a resumed run picks up.
+    An entry written all at once is better written with `staged`, so that no
+    other process ever sees its files before they are complete.
     """
 
-    MANIFEST = "manifest.json"
+    MANIFEST = MANIFEST
 
     def __init__(self, stage: str, key: str, root: Path | None = None) -> None:
         self.stage = stage
@@ -152,6 +161,54 @@ class CacheEntry:
 
     def clear(self) -> None:
         """Remove the whole entry."""
-        import shutil
-
         shutil.rmtree(self.path, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def staged(self) -> Iterator[CacheEntry]:
+        """A private staging entry to write this entry's files into and seal;
+        published as this entry (`publish`) when the block finishes.
+
+        The staging directory is a hidden sibling of the entry
+        (``<stage>/.<key>.<random>``), so that two processes computing the
+        same key never see each other's partial files. On an exception it is
+        removed and this entry is left as it was. ::
+
+            with entry.staged() as staging:
+                save_result(result, staging.path)
+                staging.seal(files)
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        staging = CacheEntry(self.stage, self.key)
+        staging.path = Path(tempfile.mkdtemp(prefix=f".{self.key}.", dir=self.path.parent))
+        try:
+            yield staging
+            self.publish(staging)
+        finally:  # published: already moved; failed: never published
+            shutil.rmtree(staging.path, ignore_errors=True)
+
+    def publish(self, staging: CacheEntry) -> bool:
+        """Move the sealed ``staging`` entry (a directory of the same stage and
+        key) into this entry's place by one rename; True when it was published.
+
+        When this entry is already valid (another process finished first) it is
+        kept (same key, same content) and ``staging`` is removed; a lost race
+        to the rename is the same. Anything else at the path (an unsealed or
+        damaged entry) is replaced.
+
+        Raises:
+            ValueError: ``staging`` is not sealed, or is of another stage or key.
+        """
+        if (staging.stage, staging.key) != (self.stage, self.key):
+            raise ValueError(f"cannot publish {staging.stage}/{staging.key} as {self.stage}/{self.key}")
+        if staging.manifest() is None:
+            raise ValueError(f"staging directory {staging.path} is not sealed; seal() it first")
+        if self.valid():
+            shutil.rmtree(staging.path, ignore_errors=True)
+            return False
+        shutil.rmtree(self.path, ignore_errors=True)
+        try:
+            os.replace(staging.path, self.path)
+        except OSError:  # lost a race to another writer; its entry is as good
+            shutil.rmtree(staging.path, ignore_errors=True)
+            return False
+        return True

@@ -1,0 +1,243 @@
+"""Run a scenario: every stage in order (`compute`), the tables (`join`), and
+the outputs and report (`run`)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fedsim import cost, metrics
+from fedsim.config import Scenario
+from fedsim.learn import methods as learn_methods
+from fedsim.learn.masks import Mask
+from fedsim.learn.spec import MethodConfig
+from fedsim.learn.trace import TrainingTrace
+from fedsim.pipeline.data import DataCache, prepare_data
+from fedsim.pipeline.keys import device_type, method_error, needed_iterations, pretrain_key
+from fedsim.pipeline.policy import RunPolicy
+from fedsim.pipeline.stages import pretrain_stage, system_stage
+from fedsim.pipeline.training import train_entry, train_stage
+from fedsim.progress import Progress
+from fedsim.system import payload as system_payload
+from fedsim.system.sim import SystemResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MethodResult:
+    """One method's stages: its start, system simulation and training trace."""
+
+    label: str
+    method: MethodConfig
+    mask: Mask
+    system: SystemResult
+    trace: TrainingTrace
+    payload: system_payload.Payload
+    work_fraction: float
+
+
+@dataclass
+class ScenarioResult:
+    """Everything a report is made of."""
+
+    scenario: Scenario
+    rounds: pd.DataFrame
+    metrics: pd.DataFrame
+    timeline: pd.DataFrame
+    methods: dict[str, MethodResult]
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    cache_keys: dict[str, str] = field(default_factory=dict)
+    out_dir: Path | None = None
+
+
+class Timer:
+    """Wall time of each stage (seconds), for the provenance file and the log."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def all_clients(participation: list[np.ndarray], n_clients: int) -> bool:
+    """True when every one of ``n_clients`` clients was aggregated in every round."""
+    return all(len(p) == n_clients for p in participation)
+
+
+def run_work(scenario: Scenario, iterations: int) -> dict[str, float]:
+    """The whole work of a run, for its progress display: ``pretrain`` (the
+    ``iterations`` IMP levels' epochs) and ``train`` (every method's
+    ``rounds.max`` rounds), in estimated seconds of the cost model
+    (`fedsim.cost`). Pruned methods' rounds weigh what dense ones do: training
+    is dense."""
+    return {"pretrain": iterations * scenario.pretrain.epochs * cost.pretrain_epoch_s(scenario),
+            "train": len(scenario.methods) * scenario.rounds.max * cost.round_s(scenario)}
+
+
+def _policy(policy: RunPolicy | None, force: bool, progress: bool, cached_only: bool,
+            continue_from: str | None) -> RunPolicy:
+    """``policy``, or one made of the keyword flags (the older interface)."""
+    flags = RunPolicy(force=force, cached_only=cached_only, continue_from=continue_from,
+                      progress=progress)
+    if policy is None:
+        return flags
+    if flags != RunPolicy():
+        raise ValueError("give either policy or the flags force, progress, cached_only, continue_from")
+    return policy
+
+
+def source_device(scenario: Scenario, policy: RunPolicy) -> torch.device | None:
+    """The device whose cached runs are continued (``policy.continue_from``), or None.
+
+    Raises:
+        InputError: it is the scenario's own device.
+    """
+    if policy.continue_from is None:
+        return None
+    device = device_type(scenario)
+    if policy.continue_from == device:
+        from fedsim.errors import InputError
+
+        raise InputError(f"--continue-from {policy.continue_from}: the scenario runs on {device} "
+                         "already; continue from the other device (cpu or cuda)")
+    return torch.device(policy.continue_from)
+
+
+def compute(scenario: Scenario, *, base_dir: Path | None = None, force: bool = False,
+            progress: bool = False, timer: Timer | None = None,
+            cached_only: bool = False, continue_from: str | None = None,
+            policy: RunPolicy | None = None, data_cache: DataCache | None = None) -> ScenarioResult:
+    """Run (or fetch from the cache) every stage of ``scenario``; no report.
+
+    ``policy`` says how the cache is treated (`RunPolicy`); the keyword flags
+    ``force``, ``progress``, ``cached_only`` and ``continue_from`` are the
+    same, for callers that predate it (give one or the other). In short:
+    ``cached_only`` trains nothing and reports what the cache holds;
+    ``continue_from`` (``"cpu"`` or ``"cuda"``) continues each method's cached
+    run on that device on this scenario's device (see `train_entry`). Give it
+    again to report such a run (with ``cached_only``). ``data_cache``: where
+    the data is memoised (default: the process's `SHARED_DATA`).
+
+    Raises:
+        ValueError: ``force`` with ``cached_only``; both a policy and flags.
+        InputError: ``continue_from`` is the scenario's own device; a stage
+            missing under ``cached_only``; a device missing on this machine.
+    """
+    policy = _policy(policy, force, progress, cached_only, continue_from)
+    timer = timer or Timer()
+    device = torch.device(device_type(scenario))
+    continued = source_device(scenario, policy)
+    with timer.stage("data"):
+        data = prepare_data(scenario, data_cache)
+    log.info("data: %s, %d clients (%d-%d samples), %d unlabeled, %d test",
+             scenario.data.dataset, data.clients.num_clients, data.client_samples.min(),
+             data.client_samples.max(), len(data.unlabeled), len(data.test_y))
+
+    iterations = max(needed_iterations(scenario, m) for m in scenario.methods.values())
+    # one line over the whole run: every pre-training epoch and every method's rounds
+    with Progress("scenario", run_work(scenario, iterations), enabled=policy.progress) as bar:
+        with timer.stage("pretrain"):
+            ticket = pretrain_stage(scenario, data, iterations, device, policy=policy, bar=bar)
+
+        results: dict[str, MethodResult] = {}
+        keys: dict[str, str] = {"pretrain": pretrain_key(scenario)}
+        for label, method in scenario.methods.items():
+            try:
+                start = learn_methods.build(method, ticket, seed=scenario.seed)
+            except ValueError as exc:
+                raise method_error(scenario, method, exc) from None
+            with timer.stage("system"):
+                system, payload, work = system_stage(scenario, start.mask, data.client_samples,
+                                                     base_dir, policy=policy)
+            participation = (None if all_clients(system.participation, data.clients.num_clients)
+                             else system.participation)
+            entry, source = train_entry(scenario, method, participation, device, continued)
+            keys[f"train/{label}"] = entry.key
+            with timer.stage("train"):
+                trace = train_stage(scenario, label, start.params, start.mask, data, participation,
+                                    device, entry, source, policy=policy, bar=bar)
+            last = trace.rounds.iloc[-1] if trace.num_rounds else None
+            log.info("%s: P_R %.4f, %d rounds, final accuracy %s, %.1f MB per round", label,
+                     start.mask.remaining_rate, trace.num_rounds,
+                     "n/a" if last is None else f"{last['accuracy']:.4f}",
+                     float(system.rounds["round_bytes"].iloc[0]) / 1e6)
+            results[label] = MethodResult(label, method, start.mask, system, trace, payload, work)
+
+    with timer.stage("metrics"):
+        rounds, table, timeline = join(scenario, results)
+    from fedsim.report.scenario.tables import empty_rounds, empty_rounds_text
+
+    empty = empty_rounds(rounds)
+    if empty:
+        log.warning("%s No update reached the server in those rounds (no client available, or "
+                    "every selected one dropped out or missed the deadline); the model did not "
+                    "change in them.", empty_rounds_text(empty, rounds))
+    return ScenarioResult(scenario, rounds, table, timeline, results, timer.seconds, keys)
+
+
+def join(scenario: Scenario, results: dict[str, MethodResult]
+         ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """rounds.csv, metrics.csv and the timeline of all methods."""
+    frames, timelines, info = [], [], {}
+    for label, result in results.items():
+        n = result.trace.num_rounds
+        sys_rounds = result.system.rounds.iloc[:n].reset_index(drop=True)
+        trace = result.trace.rounds
+        frames.append(pd.DataFrame({
+            "method": label,
+            "round": trace["round_num"].to_numpy(),
+            "accuracy": trace["accuracy"].to_numpy(),
+            "loss": trace["loss"].to_numpy(),
+            "participants": trace["participants"].to_numpy(),
+            "round_bytes": sys_rounds["round_bytes"].to_numpy(dtype=float),
+            "round_compute_s": sys_rounds["mean_compute_s"].to_numpy(dtype=float),
+            "round_wallclock_s": sys_rounds["duration_s"].to_numpy(dtype=float),
+            "mean_download_s": sys_rounds["mean_download_s"].to_numpy(dtype=float),
+            "mean_compute_s": sys_rounds["mean_compute_s"].to_numpy(dtype=float),
+            "mean_upload_s": sys_rounds["mean_upload_s"].to_numpy(dtype=float),
+            "mean_wait_s": sys_rounds["mean_wait_s"].to_numpy(dtype=float),
+            "max_compute_s": sys_rounds["max_compute_s"].to_numpy(dtype=float),
+        }))
+        timeline = result.system.timeline
+        timeline = timeline[timeline["round"] <= n]
+        timelines.append(timeline.assign(method=label)[["method", *timeline.columns]])
+        info[label] = {"remaining_rate": result.mask.remaining_rate,
+                       "params": result.payload.sent_params}
+    rounds = metrics.rounds_table(pd.concat(frames, ignore_index=True))
+    table = metrics.metrics_table(rounds, scenario.targets, info)
+    return rounds, table, pd.concat(timelines, ignore_index=True)
+
+
+def run(scenario: Scenario, *, out_dir: Path | None = None, base_dir: Path | None = None,
+        force: bool = False, progress: bool = False,
+        command: Sequence[str] | None = None, cached_only: bool = False,
+        continue_from: str | None = None, policy: RunPolicy | None = None) -> ScenarioResult:
+    """Run a scenario end to end and write its report into ``out_dir``
+    (default ``reports/<name>/``). ``policy`` or the flags: see `compute`."""
+    from fedsim.pipeline.outputs import write_outputs
+
+    policy = _policy(policy, force, progress, cached_only, continue_from)
+    out_dir = Path(out_dir) if out_dir is not None else Path("reports") / scenario.name
+    timer = Timer()
+    result = compute(scenario, base_dir=base_dir, timer=timer, policy=policy)
+    write_outputs(result, out_dir, command, policy.progress)
+    result.out_dir = out_dir
+    total = sum(timer.seconds.values())
+    log.info("done in %.1f s (%s)", total,
+             ", ".join(f"{k} {v:.1f} s" for k, v in timer.seconds.items()))
+    return result

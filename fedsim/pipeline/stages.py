@@ -1,0 +1,195 @@
+"""The pre-training and system stages: load from the cache, or compute and
+save; plus what every stage shares (the device to compute on, reading an
+entry that may not decode). The training stage is in `fedsim.pipeline.training`.
+
+Each stage is idempotent: when its entry (`fedsim.pipeline.keys`) is in the
+cache it is read, not recomputed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedsim import cost, store
+from fedsim.config import Scenario
+from fedsim.learn.masks import Mask
+from fedsim.learn.model import init_dae, resolve_device
+from fedsim.learn.pretrain import Ticket, pretrain
+from fedsim.pipeline.data import Data
+from fedsim.pipeline.keys import pretrain_key, system_key
+from fedsim.pipeline.policy import DEFAULT_POLICY, RunPolicy
+from fedsim.progress import Progress
+from fedsim.store.artifacts import SYSTEM_FILES, TICKET
+from fedsim.system import payload as system_payload
+from fedsim.system.sim import SystemResult, load_result, save_result, simulate
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- shared
+
+
+def not_cached(what: str) -> Exception:
+    """The `InputError` of a ``--cached-only`` run that lacks ``what``."""
+    from fedsim.errors import InputError
+
+    return InputError(f"{what} is not in the cache, and --cached-only computes nothing")
+
+
+def compute_device(device: torch.device, what: str) -> torch.device:
+    """``device`` once ``what`` (a stage missing from the cache) must run on it.
+
+    Raises:
+        InputError: ``device`` is CUDA and this machine has none.
+    """
+    from fedsim.errors import InputError
+
+    try:
+        return resolve_device(str(device))
+    except ValueError as exc:
+        raise InputError(f"{what} is not in the cache and must be computed on {device.type}: {exc}. "
+                         "Run it where that device is, or choose another with --device "
+                         "(a different device is a different cache entry).") from None
+
+
+def read_entry(entry: store.CacheEntry, what: str, read: Callable[[], Any]) -> Any | None:
+    """``read()`` of a sealed cache entry, or None when its content cannot be
+    decoded although its checksums match (written so by a bug, or by another
+    version): then the entry is removed, with a warning naming it, so that the
+    stage is recomputed once instead of failing on every run.
+
+    Any exception but an interrupt counts as undecodable: decoding arbitrary
+    bytes can raise anything (``zipfile.BadZipFile``, ``pickle.UnpicklingError``,
+    ``EOFError``, pyarrow's errors, a ``KeyError`` for a missing array...)."""
+    try:
+        return read()
+    except Exception as exc:  # see the docstring
+        log.warning("%s cache entry %s cannot be decoded (%s: %s); removing it and recomputing",
+                    what, entry.path, type(exc).__name__, exc)
+        entry.clear()
+        return None
+
+
+# --------------------------------------------------------------------------- pre-training
+
+
+def cached_ticket(entry: store.CacheEntry, policy: RunPolicy) -> Ticket | None:
+    """The ticket in ``entry``, or None (none, damaged, or ``policy.force``:
+    then the entry is removed)."""
+    if policy.force:
+        entry.clear()
+        return None
+    if entry.valid():
+        return read_entry(entry, "pre-training", lambda: Ticket.load(entry.path / TICKET))
+    if entry.manifest() is not None:
+        log.warning("pre-training cache entry %s is corrupt; recomputing", entry.path)
+    return None
+
+
+def save_ticket(entry: store.CacheEntry, ticket: Ticket) -> None:
+    """Replace ``entry``'s ticket with ``ticket`` (unsealed while it is written)."""
+    entry.unseal()
+    ticket.save(entry.file(TICKET))
+    entry.seal([TICKET], {"iterations": ticket.iterations})
+
+
+def pretrain_stage(scenario: Scenario, data: Data, iterations: int, device: torch.device, *,
+                   policy: RunPolicy = DEFAULT_POLICY, bar: Progress | None = None) -> Ticket:
+    """The ticket with at least ``iterations`` levels, from the cache when it
+    holds one; a shorter cached ticket is extended, not recomputed. Every
+    finished iteration is saved, so an interrupted pre-training resumes.
+    ``bar``: the run's progress, told of every epoch (``pretrain`` units of
+    `cost.pretrain_epoch_s`; cached levels are skipped).
+
+    Raises:
+        InputError: ``policy.cached_only`` and the cache lacks the levels; or
+            the device is missing on this machine.
+    """
+    epoch_s = cost.pretrain_epoch_s(scenario)
+    epochs = scenario.pretrain.epochs
+    entry = store.CacheEntry("pretrain", pretrain_key(scenario))
+    start = cached_ticket(entry, policy)
+    if start is not None and start.iterations >= iterations:
+        log.info("pre-training: cached ticket with %d levels (%s)", start.iterations, entry.path)
+        if bar is not None:
+            bar.skip("pretrain", iterations * epochs * epoch_s,
+                     f"pre-training: {start.iterations} IMP levels cached")
+        return start
+    if policy.cached_only:
+        raise not_cached(f"pre-training to IMP level {iterations}"
+                         + (f" (the cache holds {start.iterations} levels)" if start else ""))
+    device = compute_device(device, f"pre-training to IMP level {iterations}")
+    theta0 = init_dae(scenario.model.init, scenario.seed)
+
+    def save(ticket: Ticket) -> None:
+        save_ticket(entry, ticket)
+
+    if iterations == 0:
+        ticket = pretrain(theta0, data.unlabeled, scenario.pretrain, seed=scenario.seed,
+                          iterations=0, device=device)
+    else:
+        log.info("pre-training: %d IMP iterations x %d epochs on %d unlabeled images%s",
+                 iterations, epochs, len(data.unlabeled),
+                 f" (resuming after {start.iterations})" if start else "")
+
+        def on_epoch(level: int, epoch: int, mse: float) -> None:
+            if bar is not None:
+                bar.advance("pretrain", epoch_s, f"pre-training IMP level {level}/{iterations}, "
+                                                 f"epoch {epoch}/{epochs}")
+
+        if bar is not None:
+            done = start.iterations if start else 0
+            bar.skip("pretrain", done * epochs * epoch_s,
+                     f"pre-training IMP level {done + 1}/{iterations}, epoch 0/{epochs}")
+        ticket = pretrain(theta0, data.unlabeled, scenario.pretrain, seed=scenario.seed,
+                          iterations=iterations, start=start, device=device,
+                          on_iteration=save, on_epoch=on_epoch)
+    save(ticket)
+    return ticket
+
+
+# --------------------------------------------------------------------------- system
+
+
+def method_counts(mask: Mask) -> tuple[list[int], list[int], int]:
+    """(weights per layer, surviving weights per layer, biases) of a mask."""
+    counts = mask.layer_counts()
+    weights = [int(c.weights) for c in counts]
+    surviving = [int(c.surviving_weights) for c in counts]
+    biases = int(sum(c.biases for c in counts))
+    return weights, surviving, biases
+
+
+def payload_and_work(scenario: Scenario, mask: Mask) -> tuple[system_payload.Payload, float]:
+    """The bytes of a round's messages and the work fraction (compute relative
+    to the dense model) of a method with ``mask``."""
+    weights, surviving, biases = method_counts(mask)
+    payload = system_payload.payload_bytes(weights, surviving, biases, scenario.system.payload)
+    work = system_payload.work_fraction(scenario.system.compute, weights, surviving, biases)
+    return payload, work
+
+
+def system_stage(scenario: Scenario, mask: Mask, client_samples: np.ndarray,
+                 base_dir: Path | None, *, policy: RunPolicy = DEFAULT_POLICY,
+                 ) -> tuple[SystemResult, system_payload.Payload, float]:
+    """Simulate the rounds of one method (its payload and work fraction), or
+    read the simulation from the cache; (result, payload, work fraction)."""
+    payload, work = payload_and_work(scenario, mask)
+    entry = store.CacheEntry("system", system_key(scenario, payload, work, client_samples, base_dir))
+    if not policy.force and entry.valid():
+        cached = read_entry(entry, "system", lambda: load_result(entry.path))
+        if cached is not None:
+            return cached, payload, work
+    result = simulate(scenario.system, client_samples=client_samples, payload=payload,
+                      work_fraction=work, rounds=scenario.rounds.max, seed=scenario.seed,
+                      local_epochs=scenario.fl.local_epochs, base_dir=base_dir)
+    with entry.staged() as staging:
+        save_result(result, staging.path)
+        staging.seal(list(SYSTEM_FILES.values()))
+    return result, payload, work
