@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from fedsim.learn import bench
+from fedsim.bench import learn as bench
 from fedsim.learn.spec import FLConfig, PretrainConfig
 
 

@@ -15,6 +15,7 @@ import yaml
 from fedsim import config, cost, pipeline, progress, study
 from fedsim.cli import main
 from fedsim.progress import Progress, format_clock
+from fedsim.study.run import _execute
 
 
 class FakeClock:
@@ -235,7 +236,7 @@ def test_sweep_progress_is_weighted_by_the_planners_estimates(tiny_path: Path, t
     bar = _Recording("study", {"tasks": sum(estimates.values())}, stream=io.StringIO(),
                      interactive=False)
     backend = _FakeBackend()
-    study._execute(the_plan, backend, bar)
+    _execute(the_plan, backend, bar)
     total = sum(estimates.values())
     assert [units for units, _ in bar.seen] == [estimates[t] for t in backend.order]
     cumulative = 0.0

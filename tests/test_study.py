@@ -18,7 +18,10 @@ import pytest
 import yaml
 
 from fedsim import pipeline, study
+from fedsim.bench import sweep as bench_sweep
 from fedsim.errors import InputError
+from fedsim.pipeline import keys, training
+from fedsim.study import executors
 
 TINY = Path(__file__).parent / "scenarios" / "tiny.yaml"
 
@@ -127,6 +130,27 @@ def test_axis_typo_names_the_valid_keys(tmp_path: Path) -> None:
         study.load(write_study(tmp_path, set={"rond.max": 3}))
 
 
+def test_axes_say_what_they_set(tmp_path: Path) -> None:
+    """An axis' quantity comes from the unit written (a range, or a list of
+    quantities) or else from the scenario field; never from its name."""
+    spec = study.load(write_study(tmp_path, axis_titles={"system.clients.uplink": "client uplink"}))
+    uplink, rate = spec.axes.values()
+    assert (uplink.path, uplink.quantity, uplink.unit, uplink.si_unit) == (
+        "system.clients.uplink", "bandwidth", "Mbps", "bit/s")
+    assert uplink.values == [1e6, 1e7, 1e8] and uplink.labels == ["1 Mbps", "10 Mbps", "100 Mbps"]
+    assert uplink.title == "client uplink" and uplink.is_bandwidth and not uplink.is_remaining_rate
+    assert (rate.quantity, rate.unit, rate.title) == (None, None, "methods.hp-fl.remaining_rate")
+    assert rate.is_remaining_rate and not rate.is_bandwidth
+    assert spec.axis_labels["methods.hp-fl.remaining_rate"] == ["1", "0.8"]
+    # bare numbers in SI units: the field says bit/s; a list of durations: the unit
+    spec = study.load(write_study(tmp_path, axes={
+        "system.server.downlink": [1e8, 1e9], "system.clients.rtt": ["10 ms", "20 ms"],
+        "system.rounds.deadline": [60, 120], "fl.lr": [0.1, 0.05]}))
+    assert {a.path: (a.quantity, a.unit) for a in spec.axes.values()} == {
+        "system.server.downlink": ("bandwidth", None), "system.clients.rtt": ("duration", "ms"),
+        "system.rounds.deadline": ("duration", None), "fl.lr": (None, None)}
+
+
 def test_method_label_axes(tmp_path: Path) -> None:
     # a key of a method needs the label in the base scenario ...
     with pytest.raises(InputError, match=r"no methods entry 'hp-fl2' \(it has: hp-fl\)"):
@@ -175,10 +199,10 @@ def test_plan_shares_stages(tmp_path: Path, cache_root: Path) -> None:
 def test_training_groups_follow_participation(tmp_path: Path, cache_root: Path) -> None:
     """Bandwidths change the training key only when participation can depend on them."""
     spec = study.load(write_study(tmp_path))
-    groups = {study.train_group(c.scenario, "hp-fl", spec.base_dir) for c in spec.cells}
+    groups = {keys.train_group(c.scenario, "hp-fl", spec.base_dir) for c in spec.cells}
     assert len(groups) == 2  # one per rate
     deadline = study.load(write_study(tmp_path, set={**GRID["set"], "system.rounds.deadline": "60 s"}))
-    groups = {study.train_group(c.scenario, "hp-fl", spec.base_dir) for c in deadline.cells}
+    groups = {keys.train_group(c.scenario, "hp-fl", spec.base_dir) for c in deadline.cells}
     assert len(groups) == 6  # timing decides who is aggregated: every cell trains
 
 
@@ -209,7 +233,7 @@ def test_local_in_process_end_to_end(local_run: tuple[study.StudyResult, Path],
     assert sweep["remaining_rate"].round(3).tolist() == [1.0, 0.8] * 3
     # a cell's metrics are those of its scenario run through the pipeline (from the cache)
     monkeypatch.setenv("FEDSIM_CACHE", str(cache))
-    monkeypatch.setattr(pipeline, "train", lambda *a, **k: pytest.fail("training ran"))
+    monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("training ran"))
     for cell in (result.study.cells[0], result.study.cells[5]):  # 1 Mbps at P_R 1, 100 Mbps at 0.8
         alone = pipeline.compute(cell.scenario, base_dir=result.study.base_dir).metrics
         rows = sweep[sweep["cell"] == cell.id]
@@ -322,7 +346,7 @@ def test_cached_only_reports_the_cache_and_fails_what_is_not_there(
     whose trainings are not cached fails every task, naming the stage."""
     result, cache = local_run
     monkeypatch.setenv("FEDSIM_CACHE", str(cache))
-    monkeypatch.setattr(pipeline, "train", lambda *a, **k: pytest.fail("training ran"))
+    monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("training ran"))
     again = study.run(result.study, out_dir=tmp_path / "again", workers=1, cached_only=True)
     assert not again.failed
     pd.testing.assert_frame_equal(again.sweep, result.sweep)
@@ -369,11 +393,11 @@ def test_ray_missing_is_an_input_error(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(InputError, match=r"pip install 'fedsim-cost\[ray\]'"):
-        study._import_ray()
+        executors.import_ray()
 
 
 def test_synthetic_trace_is_labelled() -> None:
-    trace = study.synthetic_trace(300, 4, 400, 60, 5)
+    trace = bench_sweep.synthetic_trace(300, 4, 400, 60, 5)
     assert trace.num_rounds == 300 and len(trace.client_rounds) == 1200
     assert trace.meta["synthetic"]
     assert int(trace.client_rounds["local_steps"][0]) == 35  # ceil(400 / 60) x 5 epochs
@@ -409,8 +433,8 @@ def test_bench_sweep_reports_its_figures(monkeypatch: pytest.MonkeyPatch) -> Non
         return runs[-1]
 
     monkeypatch.setattr(study, "run", spy)
-    monkeypatch.setattr(pipeline, "train", lambda *a, **k: pytest.fail("training ran"))
-    figures = study.bench_sweep(cells=2, rounds=20, workers=1)
+    monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("training ran"))
+    figures = bench_sweep.bench_sweep(cells=2, rounds=20, workers=1)
     [result] = runs
     cells = len(result.study.cells)
     assert cells == 2 and len(result.outcomes) == cells and not result.failed

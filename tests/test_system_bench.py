@@ -10,8 +10,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from fedsim.system import Payload, SystemConfig, bench
-from fedsim.system.bench import bench_des, naive_fifo_rounds
+from fedsim.bench import system as bench
+from fedsim.bench.system import bench_des, naive_fifo_rounds
+from fedsim.system import Payload, SystemConfig
 from fedsim.system.profiles import ClientProfiles
 
 

@@ -5,11 +5,15 @@ reference in the same run (the machine is shared and noisy), so targets are
 stated as ratios wherever possible. The parts:
 
 * ``learn``: one batched FedAvg round of the paper setup vs its FLOP floor and
-  vs the plain per-client reference loop (fedsim.learn.bench);
-* ``pretrain``: one DAE epoch vs its FLOP floor (fedsim.learn.bench);
+  vs the plain per-client reference loop (`fedsim.bench.learn`);
+* ``pretrain``: one DAE epoch vs its FLOP floor (`fedsim.bench.learn`);
 * ``system``: discrete-event client-rounds per second with a contended server
-  link, and scaling with clients per round (fedsim.system.bench);
-* ``sweep``: a 100-cell link-speed study with cached traces (fedsim.study).
+  link, and scaling with clients per round (`fedsim.bench.system`);
+* ``sweep``: a 100-cell link-speed study with cached traces (`fedsim.bench.sweep`).
+
+The benchmarks live in one package above the code they measure (the sweep part
+runs a whole study), so learn/, system/ and study/ hold no benchmark code and
+nothing they import pulls a benchmark in.
 """
 
 from __future__ import annotations
@@ -21,33 +25,31 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
-
 from fedsim.errors import InputError
 
 
 def _learn(progress: bool) -> dict[str, Any]:
-    from fedsim.learn import bench
+    from fedsim.bench import learn
 
-    return bench.bench_round(progress=progress)
+    return learn.bench_round(progress=progress)
 
 
 def _pretrain(progress: bool) -> dict[str, Any]:
-    from fedsim.learn import bench
+    from fedsim.bench import learn
 
-    return bench.bench_pretrain(progress=progress)
+    return learn.bench_pretrain(progress=progress)
 
 
 def _system(progress: bool) -> dict[str, Any]:
-    from fedsim.system import bench
+    from fedsim.bench import system
 
-    return bench.bench_des(progress=progress)
+    return system.bench_des(progress=progress)
 
 
 def _sweep(progress: bool) -> dict[str, Any]:
-    from fedsim import study
+    from fedsim.bench import sweep
 
-    return study.bench_sweep(progress=progress)
+    return sweep.bench_sweep(progress=progress)
 
 
 PARTS: dict[str, Callable[[bool], dict[str, Any]]] = {
@@ -59,7 +61,13 @@ PARTS: dict[str, Callable[[bool], dict[str, Any]]] = {
 
 
 def run(only: Sequence[str] | None = None, progress: bool = False) -> dict[str, Any]:
-    """Run the benchmark parts (all by default) and return one flat dict."""
+    """Run the benchmark parts (all by default) and return one flat dict.
+
+    Raises:
+        InputError: an unknown part name in ``only``.
+    """
+    import torch  # here, not at import: `fedsim.bench.system` needs no torch
+
     names = list(only) if only else list(PARTS)
     unknown = [name for name in names if name not in PARTS]
     if unknown:
