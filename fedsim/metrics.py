@@ -47,6 +47,8 @@ __all__ = [
     "tta_s",
 ]
 
+#: rounds.csv: one row per method x round (training joined with the simulation);
+#: the simulator's own per-round frame is `fedsim.system.frames.SIM_ROUND_COLUMNS`.
 ROUNDS_COLUMNS = (
     "method",
     "round",

@@ -15,16 +15,10 @@ import pytest
 from matplotlib import image as mimage
 from matplotlib.patches import Rectangle
 
-from fedsim.report.style import MethodStyle
-from fedsim.report.sweep import (
-    configurations,
-    link_axis,
-    metric_grid,
-    summarize,
-    t975,
-    tta_heatmap,
-    write_sweep_report,
-)
+from fedsim.report import StudyReportInput, SweepAxis, write_sweep_report
+from fedsim.report.methods import MethodStyle
+from fedsim.report.study.analysis import configurations, metric_grid, summarize, t975
+from fedsim.report.study.figures import tta_heatmap
 
 AXIS = "system.clients.uplink"
 LINKS_BPS = (1e6, 1e7, 1e8)
@@ -42,7 +36,16 @@ META = {
     "methods": ["original", "pretrain", "hpfl", "random"],
     "labels": {"hpfl": "HP-FL"},
     "axis_labels": {AXIS: "Client uplink"},
+    "axis_roles": {AXIS: "bandwidth"},
 }
+# The same, typed, as the study's write path builds it.
+REPORT = StudyReportInput(
+    name="uplink study",
+    description="Uplink speed against remaining rate.",
+    axes=(SweepAxis(AXIS, "Client uplink", "bandwidth"),),
+    methods=("original", "pretrain", "hpfl", "random"),
+    labels={"hpfl": "HP-FL"},
+)
 PAGE = re.compile(rb"/Type\s*/Page\b")
 
 
@@ -88,11 +91,21 @@ def test_summarize_uses_student_t() -> None:
     assert t975(1) == 12.706 and t975(30) == 2.042 and t975(1000) == 1.960
 
 
-def test_link_axis_is_found_by_name() -> None:
-    assert link_axis(["methods.hpfl.remaining_rate", AXIS]) == AXIS
-    assert link_axis(["system.clients.dropout"]) == "system.clients.dropout"
-    assert link_axis(["learn.remaining_rate"]) is None
-    assert link_axis([AXIS], preferred="x") == "x"
+def test_heatmap_axis_comes_from_the_roles_not_the_names() -> None:
+    rate = SweepAxis("methods.hpfl.remaining_rate", role="remaining_rate")
+    link = SweepAxis("system.clients.rtt", role="bandwidth")  # a role, whatever the name
+    other = SweepAxis("system.clients.dropout")
+    assert StudyReportInput("s", (rate, other, link)).heatmap_axis() == "system.clients.rtt"
+    assert StudyReportInput("s", (rate, other)).heatmap_axis() == "system.clients.dropout"
+    assert StudyReportInput("s", (rate,)).heatmap_axis() is None
+    # a name that mentions a link is no role: without one the first non-rate axis is used
+    named = SweepAxis("system.clients.uplink")
+    assert StudyReportInput("s", (other, named)).heatmap_axis() == "system.clients.dropout"
+    assert StudyReportInput("s", (other, named), link_axis=named.column).heatmap_axis() == named.column
+    with pytest.raises(ValueError, match="not one of the axes"):
+        StudyReportInput("s", (other,), link_axis="x")
+    with pytest.raises(ValueError, match="role"):
+        SweepAxis("x", role="link")  # type: ignore[arg-type]
 
 
 def test_best_configuration_per_link_is_the_hand_computed_argmin() -> None:
@@ -126,7 +139,7 @@ def test_best_configuration_per_link_is_the_hand_computed_argmin() -> None:
 
 
 def test_write_sweep_report(tmp_path: Path) -> None:
-    written = write_sweep_report(tmp_path, make_sweep(), META, dpi=50)
+    written = write_sweep_report(tmp_path, make_sweep(), REPORT, dpi=50)
     assert set(written) == {
         "figures/heatmap_tta_95.png",
         "figures/along_system_clients_uplink_95.png",
@@ -156,6 +169,13 @@ def test_write_sweep_report(tmp_path: Path) -> None:
     assert "- between 10 Mbps and 100 Mbps: original overtakes HP-FL, P_R 0.107" in text
     assert "| random | not reached | not reached | not reached |" in text
     assert "(1/2 seeds)" in text
+    # the old meta mapping (with the role said) writes the same summary
+    old = write_sweep_report(tmp_path / "meta", make_sweep(), META, dpi=50, formats=("svg",))
+    assert (tmp_path / "meta" / "summary.md").read_text().split("## Figures")[0] == text.split(
+        "## Figures"
+    )[0]
+    assert set(old) == {"figures/heatmap_tta_95.svg", "figures/along_system_clients_uplink_95.svg",
+                        "summary.md"}
 
 
 def test_sweep_needs_its_axes(tmp_path: Path) -> None:
@@ -172,7 +192,8 @@ def test_zipped_axes_move_together(tmp_path: Path) -> None:
     sweep = make_sweep()
     sweep[down] = sweep[AXIS] * 4
     sweep[f"{down}_label"] = (sweep[down] / 1e6).map(lambda v: f"{v:g} Mbps")
-    meta = {**META, "axes": [AXIS, down], "mode": "zip"}
+    meta = {**META, "axes": [AXIS, down], "mode": "zip",
+            "axis_roles": {AXIS: "bandwidth", down: "bandwidth"}}
     written = write_sweep_report(tmp_path, sweep, meta, dpi=50)
     assert set(written) == {"figures/heatmap_tta_95.png", "figures/along_system_clients_uplink_95.png",
                             "report.pdf", "summary.md"}

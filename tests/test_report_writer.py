@@ -13,10 +13,11 @@ from matplotlib import colors as mcolors
 from matplotlib import image as mimage
 
 from fedsim.errors import InputError
-from fedsim.report import figures as F
 from fedsim.report import write_report
+from fedsim.report.scenario import clients as C
+from fedsim.report.scenario import curves as F
+from fedsim.report.scenario.tables import metrics_tables, summary_markdown
 from fedsim.report.style import MethodStyle, method_colors
-from fedsim.report.tables import metrics_tables, summary_markdown
 
 METHODS = ("original", "hpfl", "random")
 REMAINING = {"original": 1.0, "hpfl": 0.107, "random": 0.107}
@@ -354,7 +355,7 @@ def test_a_method_keeps_its_colour_in_every_figure(frames) -> None:
     assert subset.order == ("random",) and subset.colors["random"] == expected["random"]
 
     curves = F.accuracy_curve(rounds, metrics, style, "traffic", list(TARGETS))
-    ecdf = F.round_time_distribution(timeline, style)
+    ecdf = C.round_time_distribution(timeline, style)
     method_lines = {
         line.get_label(): mcolors.to_hex(line.get_color())
         for fig in (curves, ecdf)
@@ -375,7 +376,7 @@ def test_gantt_defaults_to_the_method_with_most_drops(frames) -> None:
     style = MethodStyle.build(meta, METHODS)
     dropped = timeline.loc[timeline["selected"] & ~timeline["kept"]]
     counts = dropped.groupby("method").size()
-    method, rounds = F.default_gantt_selection(timeline, style)
+    method, rounds = C.default_gantt_selection(timeline, style)
     assert counts[method] == counts.max()
     worst = dropped.loc[dropped["method"] == method].groupby("round").size().idxmax()
     assert rounds == sorted({1, 50, int(worst)})
@@ -384,7 +385,7 @@ def test_gantt_defaults_to_the_method_with_most_drops(frames) -> None:
 def test_gantt_draws_one_bar_per_reached_phase(frames) -> None:
     _, _, timeline, meta = frames
     style = MethodStyle.build(meta, METHODS)
-    fig = F.client_gantt(timeline, style, "original", [3], deadline_s=DEADLINE_S)
+    fig = C.client_gantt(timeline, style, "original", [3], deadline_s=DEADLINE_S)
     (ax,) = fig.axes
     rows = timeline.loc[(timeline["method"] == "original") & (timeline["round"] == 3)]
     reached = int(

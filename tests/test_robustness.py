@@ -20,7 +20,7 @@ from fedsim.learn.federated import ClientData, _BatchedMLP, train, train_partici
 from fedsim.learn.masks import Mask
 from fedsim.learn.model import LENET_SIZES, encoder, init_dae, layer_shapes
 from fedsim.learn.spec import FLConfig
-from fedsim.report.tables import empty_rounds, summary_markdown
+from fedsim.report.scenario.tables import empty_rounds, summary_markdown
 
 # --------------------------------------------------------------------------- undecodable cache entries
 

@@ -9,7 +9,7 @@ import pytest
 
 from fedsim import seeding
 from fedsim.system import (
-    ROUNDS_COLUMNS,
+    SIM_ROUND_COLUMNS,
     TIMELINE_COLUMNS,
     Payload,
     SystemConfig,
@@ -189,7 +189,7 @@ def test_columns_dtypes_and_save_load_round_trip(tmp_path):
     result = simulate(uniform_clients(5, dropout=0.3, deadline="9 s"), client_samples=np.full(5, 300),
                       payload=MB, work_fraction=0.5, rounds=3, seed=1)
     assert tuple(result.timeline.columns) == TIMELINE_COLUMNS
-    assert tuple(result.rounds.columns) == ROUNDS_COLUMNS
+    assert tuple(result.rounds.columns) == SIM_ROUND_COLUMNS
     timeline = result.timeline
     assert timeline["round"].dtype == np.int64 and timeline["client_id"].dtype == np.int64
     assert timeline["selected"].dtype == bool and timeline["kept"].dtype == bool

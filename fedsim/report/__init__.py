@@ -1,13 +1,48 @@
 """The report: Table I-style tables, figures, one PDF and summary.md.
 
 ``write_report`` turns a scenario's frames (rounds, metrics, timeline) into
-figures, ``report.pdf`` and ``summary.md``; ``write_sweep_report`` does the same
-for a parameter study. ``method_colors`` is the one mapping from the scenario's
-method order to colours that every figure uses.
+figures, ``report.pdf`` and ``summary.md`` (`fedsim.report.scenario`);
+``write_sweep_report`` does the same for a parameter study
+(`fedsim.report.study`). What each is told besides its frames is a typed input
+(`fedsim.report.inputs`). ``method_colors`` is the one mapping from the
+scenario's method order to colours that every figure uses.
+
+Names are imported on first use (PEP 562): ``fedsim.report.inputs`` and
+``fedsim.report.study.analysis`` import no matplotlib.
 """
 
-from fedsim.report.style import method_colors
-from fedsim.report.sweep import write_sweep_report
-from fedsim.report.writer import write_report
+from importlib import import_module
+from typing import Any
 
-__all__ = ["method_colors", "write_report", "write_sweep_report"]
+_EXPORTS: dict[str, str] = {
+    "ScenarioReportInput": "fedsim.report.inputs",
+    "StudyReportInput": "fedsim.report.inputs",
+    "SweepAxis": "fedsim.report.inputs",
+    "method_colors": "fedsim.report.methods",
+    "write_report": "fedsim.report.scenario.writer",
+    "write_sweep_report": "fedsim.report.study.writer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module that defines ``name`` on first access."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # later accesses skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
+
+__all__ = [
+    "ScenarioReportInput",
+    "StudyReportInput",
+    "SweepAxis",
+    "method_colors",
+    "write_report",
+    "write_sweep_report",
+]

@@ -6,43 +6,42 @@ returns the per-client, per-round timeline, the per-round costs and who is
 aggregated in each round. See docs/network-model.md.
 """
 
-from fedsim.system.links import (
-    FluidSchedule,
-    SharedLink,
-    fluid_schedule,
-    max_min_rates,
-    water_level,
-)
-from fedsim.system.payload import (
-    Payload,
-    flops_fraction,
-    payload_bytes,
-    remaining_rate,
-    work_fraction,
-)
-from fedsim.system.profiles import ClientProfiles, draw_profiles, read_trace
-from fedsim.system.sim import (
-    DROP_REASONS,
-    ROUNDS_COLUMNS,
-    TIMELINE_COLUMNS,
-    Server,
-    SystemResult,
-    load_result,
-    save_result,
-    simulate,
-)
-from fedsim.system.spec import (
-    ClientsSpec,
-    ComputeSpec,
-    PayloadSpec,
-    RoundsSpec,
-    ServerSpec,
-    SystemConfig,
-)
+from importlib import import_module
+from typing import Any
+
+# Names are imported on first use (PEP 562), so that ``import fedsim.system.spec``
+# (the config section) does not import simpy or pandas; see docs/performance.md.
+_EXPORTS: dict[str, str] = {
+    "FluidSchedule": "links", "SharedLink": "links", "fluid_schedule": "links",
+    "max_min_rates": "links", "water_level": "links",
+    "Payload": "payload", "flops_fraction": "payload", "payload_bytes": "payload",
+    "remaining_rate": "payload", "work_fraction": "payload",
+    "ClientProfiles": "profiles", "draw_profiles": "profiles", "read_trace": "profiles",
+    "SIM_ROUND_COLUMNS": "frames", "TIMELINE_COLUMNS": "frames",
+    "DROP_REASONS": "sim", "Server": "sim",
+    "SystemResult": "sim", "load_result": "sim", "save_result": "sim", "simulate": "sim",
+    "ClientsSpec": "spec", "ComputeSpec": "spec", "PayloadSpec": "spec", "RoundsSpec": "spec",
+    "ServerSpec": "spec", "SystemConfig": "spec",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module that defines ``name`` on first access."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later accesses skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
 
 __all__ = [
     "DROP_REASONS",
-    "ROUNDS_COLUMNS",
+    "SIM_ROUND_COLUMNS",
     "TIMELINE_COLUMNS",
     "ClientProfiles",
     "ClientsSpec",

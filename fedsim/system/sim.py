@@ -50,6 +50,8 @@ import simpy
 from fedsim import seeding
 from fedsim.progress import Progress
 from fedsim.store import atomic_write
+from fedsim.store.artifacts import SYSTEM_FILES
+from fedsim.system.frames import PHASE_TIME_COLUMNS, SIM_ROUND_COLUMNS, TIMELINE_COLUMNS
 from fedsim.system.links import SharedLink
 from fedsim.system.payload import REFERENCE_EPOCHS, Payload, work_units
 from fedsim.system.profiles import ClientProfiles, draw_profiles
@@ -57,7 +59,7 @@ from fedsim.system.spec import ServerSpec, SystemConfig
 
 __all__ = [
     "DROP_REASONS",
-    "ROUNDS_COLUMNS",
+    "SIM_ROUND_COLUMNS",
     "TIMELINE_COLUMNS",
     "Server",
     "SystemResult",
@@ -70,41 +72,6 @@ __all__ = [
 
 DROP_REASONS = ("", "unavailable", "dropout", "deadline", "overcommit")
 _KEPT, _UNAVAILABLE, _DROPOUT, _DEADLINE, _OVERCOMMIT = range(5)
-
-TIMELINE_COLUMNS = (
-    "round",
-    "client_id",
-    "selected",
-    "kept",
-    "drop_reason",
-    "download_start_s",
-    "download_end_s",
-    "compute_start_s",
-    "compute_end_s",
-    "upload_start_s",
-    "upload_end_s",
-    "down_bytes",
-    "up_bytes",
-    "compute_s",
-)
-ROUNDS_COLUMNS = (
-    "round",
-    "start_s",
-    "end_s",
-    "duration_s",
-    "available",
-    "selected",
-    "participants",
-    "down_bytes",
-    "up_bytes",
-    "round_bytes",
-    "mean_compute_s",
-    "max_compute_s",
-    "mean_download_s",
-    "mean_upload_s",
-    "mean_wait_s",
-)
-_TIME_COLUMNS = TIMELINE_COLUMNS[5:11]
 
 
 @dataclass(frozen=True)
@@ -119,7 +86,7 @@ class SystemResult:
             (NaN where a phase was not reached; a phase cut short ends at the
             cut), down_bytes / up_bytes actually transferred, compute_s
             actually spent.
-        rounds: one row per round, columns ``ROUNDS_COLUMNS``: start_s, end_s,
+        rounds: one row per round, columns ``SIM_ROUND_COLUMNS``: start_s, end_s,
             duration_s; available, selected and participants (kept) counts;
             down_bytes, up_bytes and round_bytes (= down + up through the
             server's link, dropped clients' partial traffic included);
@@ -250,7 +217,7 @@ class _Recorder:
             "selected": np.zeros(rows, dtype=bool),
             "kept": np.zeros(rows, dtype=bool),
             "drop_reason": np.zeros(rows, dtype=np.int8),
-            **{name: np.full(rows, np.nan) for name in _TIME_COLUMNS},
+            **{name: np.full(rows, np.nan) for name in PHASE_TIME_COLUMNS},
             "down_bytes": np.zeros(rows),
             "up_bytes": np.zeros(rows),
             "compute_s": np.zeros(rows),
@@ -264,7 +231,7 @@ class _Recorder:
         return pd.DataFrame(cols, columns=list(TIMELINE_COLUMNS))
 
     def rounds(self) -> pd.DataFrame:
-        frame = pd.DataFrame(self.round_rows, columns=list(ROUNDS_COLUMNS))
+        frame = pd.DataFrame(self.round_rows, columns=list(SIM_ROUND_COLUMNS))
         for name in ("round", "available", "selected", "participants"):
             frame[name] = frame[name].astype(np.int64)
         return frame
@@ -459,15 +426,15 @@ def simulate(
 
 
 def save_result(result: SystemResult, directory: str | Path) -> None:
-    """Write timeline.parquet, rounds.parquet and profiles.parquet into
-    ``directory`` (each atomically)."""
+    """Write timeline.parquet, rounds.parquet and profiles.parquet
+    (`SYSTEM_FILES`) into ``directory`` (each atomically)."""
     directory = Path(directory)
     for name, frame in (
         ("timeline", result.timeline),
         ("rounds", result.rounds),
         ("profiles", result.profiles.to_frame()),
     ):
-        with atomic_write(directory / f"{name}.parquet") as handle:
+        with atomic_write(directory / SYSTEM_FILES[name]) as handle:
             frame.to_parquet(handle, index=False)
 
 
@@ -475,9 +442,9 @@ def load_result(directory: str | Path) -> SystemResult:
     """Read what ``save_result`` wrote; participation is rebuilt from the
     timeline's ``kept`` column."""
     directory = Path(directory)
-    timeline = pd.read_parquet(directory / "timeline.parquet")
-    rounds = pd.read_parquet(directory / "rounds.parquet")
-    profiles = ClientProfiles.from_frame(pd.read_parquet(directory / "profiles.parquet"))
+    timeline = pd.read_parquet(directory / SYSTEM_FILES["timeline"])
+    rounds = pd.read_parquet(directory / SYSTEM_FILES["rounds"])
+    profiles = ClientProfiles.from_frame(pd.read_parquet(directory / SYSTEM_FILES["profiles"]))
     kept = timeline[timeline["kept"]]
     by_round = dict(iter(kept.groupby("round")["client_id"]))
     participation = [

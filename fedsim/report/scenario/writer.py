@@ -2,16 +2,9 @@
 
 Inputs are the pipeline's frames (contracts in docs/architecture.md):
 ``rounds`` (method x round), ``metrics`` (method x target), ``timeline``
-(method x round x client) and ``meta``:
-
-* ``name``, ``description``: the scenario's (title page, summary.md heading);
-* ``methods``: the method order; it fixes every method's colour;
-* ``targets``: target accuracies (fractions), default those in ``metrics``;
-* ``labels`` (optional): method -> display label;
-* ``deadline_s`` (optional): the round deadline, seconds after a round's start;
-* ``provenance`` (optional): str -> str lines for the title page and summary.md;
-* ``reference`` (optional): the paper's values per method, shown beside
-  fedsim's in summary.md and on the table page (layout: fedsim.report.tables).
+(method x round x client) and a `fedsim.report.inputs.ScenarioReportInput`
+(name, description, method order, targets, labels, deadline, provenance, the
+paper's reference values; the old ``meta`` mapping with those keys works too).
 
 Outputs under ``out_dir``: ``figures/<name>.<fmt>`` for each non-PDF format,
 ``report.pdf`` (title page, every figure, the tables) when "pdf" is in
@@ -20,7 +13,7 @@ Outputs under ``out_dir``: ``figures/<name>.<fmt>`` for each non-PDF format,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,44 +23,39 @@ from matplotlib.figure import Figure
 
 from fedsim.errors import InputError
 from fedsim.metrics import METRICS_COLUMNS, ROUNDS_COLUMNS
-from fedsim.report import figures as F
-from fedsim.report.style import RC, MethodStyle, render_figures
-from fedsim.report.tables import (
-    BREAKDOWN_COLUMNS,
-    as_float,
-    metrics_tables,
-    require_columns,
-    summary_markdown,
+from fedsim.report.columns import require_columns, with_float_columns
+from fedsim.report.inputs import ScenarioReportInput
+from fedsim.report.methods import MethodStyle
+from fedsim.report.pages import (
+    DEFAULT_DPI,
+    check_formats,
+    render_figures,
+    table_figure,
+    title_page,
 )
+from fedsim.report.scenario import clients as C
+from fedsim.report.scenario import curves as F
+from fedsim.report.scenario.tables import BREAKDOWN_COLUMNS, metrics_tables, summary_markdown
+from fedsim.report.style import RC
 from fedsim.store import write_text
-from fedsim.system.sim import TIMELINE_COLUMNS as SYSTEM_TIMELINE_COLUMNS
+from fedsim.store.artifacts import SUMMARY
+from fedsim.system.frames import PHASE_TIME_COLUMNS, TIMELINE_KEY_COLUMNS
 
-# The timeline columns the figures read: the system stage's, with the method.
-TIMELINE_COLUMNS: tuple[str, ...] = ("method", *SYSTEM_TIMELINE_COLUMNS[:11])
-IMAGE_FORMATS: frozenset[str] = frozenset({"png", "svg", "pdf"})
-DEFAULT_DPI = 170
-
-
-def check_formats(formats: Iterable[str]) -> tuple[str, ...]:
-    """The requested output formats, validated: "png" and "svg" write
-    ``figures/*.<fmt>``, "pdf" writes ``report.pdf``. Raises ValueError."""
-    chosen = tuple(dict.fromkeys(str(f).lower() for f in formats))
-    unknown = [f for f in chosen if f not in IMAGE_FORMATS]
-    if unknown:
-        raise ValueError(f"unknown report formats {unknown}; choose from {sorted(IMAGE_FORMATS)}")
-    return chosen
+# The timeline columns the figures read: the system stage's keys and phase
+# times (not its byte and compute columns), with the method.
+TIMELINE_COLUMNS: tuple[str, ...] = ("method", *TIMELINE_KEY_COLUMNS, *PHASE_TIME_COLUMNS)
 
 
-def _targets(meta: Mapping[str, Any], metrics: pd.DataFrame) -> list[float]:
-    if meta.get("targets"):
-        return [float(t) for t in meta["targets"]]
+def _targets(report: ScenarioReportInput, metrics: pd.DataFrame) -> list[float]:
+    if report.targets:
+        return [float(t) for t in report.targets]
     return sorted(float(t) for t in pd.unique(metrics["target_accuracy"].astype(float)))
 
 
 def _gantt_selection(
     timeline: pd.DataFrame, style: MethodStyle, gantt_rounds: Sequence[int] | None
 ) -> tuple[str, list[int]]:
-    method, default_rounds = F.default_gantt_selection(timeline, style)
+    method, default_rounds = C.default_gantt_selection(timeline, style)
     if gantt_rounds is None:
         return method, default_rounds
     available = timeline.loc[timeline["method"] == method, "round"]
@@ -85,7 +73,7 @@ def write_report(
     rounds: pd.DataFrame,
     metrics: pd.DataFrame,
     timeline: pd.DataFrame | None,
-    meta: Mapping[str, Any],
+    meta: ScenarioReportInput | Mapping[str, Any],
     *,
     formats: Sequence[str] = ("png", "pdf"),
     gantt_rounds: Sequence[int] | None = None,
@@ -104,6 +92,7 @@ def write_report(
     round times; the metrics table. The Gantt chart and the ECDF need a
     non-empty ``timeline``; the breakdown needs the ``mean_*_s`` columns.
 
+    ``meta``: a `ScenarioReportInput` (or the old mapping with its fields).
     ``dpi`` applies to raster formats; ``log_x`` forces the accuracy curves'
     x axes to log (True) or linear (False); None chooses per figure.
 
@@ -114,16 +103,16 @@ def write_report(
     chosen = check_formats(formats)
     require_columns(rounds, ROUNDS_COLUMNS, "rounds")
     require_columns(metrics, METRICS_COLUMNS, "metrics")
-    metrics = as_float(metrics, METRICS_COLUMNS[1:])
+    metrics = with_float_columns(metrics, METRICS_COLUMNS[1:])
     has_timeline = timeline is not None and not timeline.empty
     if has_timeline:
         require_columns(timeline, TIMELINE_COLUMNS, "timeline")
 
-    style = MethodStyle.build(meta, [*rounds["method"].astype(str), *metrics["method"].astype(str)])
-    targets = _targets(meta, metrics)
-    tables = metrics_tables(metrics, rounds, style, targets, meta.get("reference"))
-    deadline = meta.get("deadline_s")
-    deadline_s = None if deadline is None else float(deadline)
+    report = ScenarioReportInput.coerce(meta)
+    style = MethodStyle.build(report, [*rounds["method"].astype(str), *metrics["method"].astype(str)])
+    targets = _targets(report, metrics)
+    tables = metrics_tables(metrics, rounds, style, targets, report.reference)
+    deadline_s = report.deadline_s
 
     builders: list[tuple[str, str, Callable[[], Figure]]] = []
     for x, caption in (
@@ -154,14 +143,14 @@ def write_report(
             (
                 "client_gantt",
                 f"Client timelines of {style.label(method)}",
-                lambda: F.client_gantt(timeline, style, method, round_nums, deadline_s=deadline_s),
+                lambda: C.client_gantt(timeline, style, method, round_nums, deadline_s=deadline_s),
             )
         )
         builders.append(
             (
                 "client_round_times",
                 "Distribution of client round times",
-                lambda: F.round_time_distribution(timeline, style),
+                lambda: C.round_time_distribution(timeline, style),
             )
         )
     if tables:
@@ -169,15 +158,26 @@ def write_report(
             (
                 "metrics_table",
                 "Metrics table",
-                lambda: F.table_figure(tables, style, title=str(meta.get("name") or "")),
+                lambda: table_figure(tables, style, title=report.name),
             )
         )
 
     with matplotlib.rc_context(RC):
-        title = F.title_page(meta) if "pdf" in chosen else None
+        title = (
+            title_page(
+                report.name,
+                report.description,
+                methods=report.methods,
+                targets=report.targets,
+                deadline_s=report.deadline_s,
+                provenance=report.provenance,
+            )
+            if "pdf" in chosen
+            else None
+        )
     written, figure_links = render_figures(
-        out_dir, builders, title, chosen, dpi, str(meta.get("name") or "fedsim report"), RC
+        out_dir, builders, title, chosen, dpi, report.name or "fedsim report", RC
     )
-    write_text(out_dir / "summary.md", summary_markdown(tables, meta, figure_links, rounds))
-    written["summary.md"] = out_dir / "summary.md"
+    write_text(out_dir / SUMMARY, summary_markdown(tables, report, figure_links, rounds))
+    written[SUMMARY] = out_dir / SUMMARY
     return written

@@ -7,7 +7,7 @@ TTA@x | Final acc. (rounds run). TTA@x (simulated wall-clock time to accuracy)
 is fedsim's addition. Units are what the paper prints: decimal MB/GB
 (1 MB = 10^6 B), s, min, h.
 
-When ``meta["reference"]`` holds the paper's published values, every method
+When the report input's ``reference`` holds the paper's published values, every method
 with a reference gets two more rows under its own: the paper's values
 ("↳ paper") and fedsim minus the paper ("↳ difference", absolute and
 relative; accuracy in percentage points).
@@ -47,7 +47,10 @@ from fedsim.report._units import (
     format_target,
     is_missing,
 )
-from fedsim.report.style import MethodStyle
+from fedsim.report.columns import require_columns, with_float_columns
+from fedsim.report.inputs import ScenarioReportInput
+from fedsim.report.markdown import markdown_table, md_cell
+from fedsim.report.methods import MethodStyle
 
 BREAKDOWN_COLUMNS: tuple[str, ...] = (
     "mean_download_s",
@@ -67,25 +70,6 @@ DEFAULT_REFERENCE_TARGET = 0.95
 
 # Row kinds of a table.
 FEDSIM, PAPER, DIFFERENCE = "fedsim", "paper", "difference"
-
-
-def require_columns(frame: pd.DataFrame, columns: Sequence[str], name: str) -> None:
-    """Raise ValueError naming the missing columns of ``frame`` (the ``name``
-    frame's contract is in docs/architecture.md)."""
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(
-            f"{name} frame lacks columns {missing}; it has {sorted(map(str, frame.columns))}"
-        )
-
-
-def as_float(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """A copy of ``frame`` with the present ``columns`` as float64: nullable
-    integers (``nra`` is ``Int64``) become floats, pd.NA becomes NaN."""
-    present = [c for c in columns if c in frame.columns]
-    return frame.assign(
-        **{c: pd.to_numeric(frame[c], errors="coerce").astype("float64") for c in present}
-    )
 
 
 def _format_nra(nra: float | None) -> str:
@@ -220,7 +204,7 @@ def metrics_tables(
     in its NRA cell and "—" for CCA, CTA and TTA.
     """
     require_columns(metrics, METRICS_COLUMNS, "metrics")
-    metrics = as_float(metrics, METRICS_COLUMNS[1:])
+    metrics = with_float_columns(metrics, METRICS_COLUMNS[1:])
     if targets is None:
         targets = sorted(pd.unique(metrics["target_accuracy"].astype(float)))
     tables: list[Table] = []
@@ -289,28 +273,6 @@ def metrics_tables(
     return tables
 
 
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def markdown_table(
-    headers: Sequence[str], rows: Sequence[Sequence[str]], kinds: Sequence[str] | None = None
-) -> str:
-    """A GitHub-flavoured markdown table; the first column left-aligned, the
-    others right-aligned; "paper"/"difference" rows in italics."""
-    lines = [
-        "| " + " | ".join(_md_cell(h) for h in headers) + " |",
-        "|" + "|".join([":---"] + ["---:"] * (len(headers) - 1)) + "|",
-    ]
-    for i, row in enumerate(rows):
-        italic = kinds is not None and kinds[i] != FEDSIM
-        cells = [_md_cell(c) for c in row]
-        if italic:
-            cells = [f"*{c}*" if c else c for c in cells]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 DEFINITIONS = """\
 - **P_R**: remaining rate, surviving weights / all weights of the classifier.
 - **Params**: parameters sent per message (surviving weights + all biases).
@@ -344,23 +306,24 @@ def empty_rounds_text(counts: Mapping[str, int], rounds: pd.DataFrame) -> str:
 
 def summary_markdown(
     tables: Sequence[Table],
-    meta: Mapping[str, Any],
+    report: ScenarioReportInput | Mapping[str, Any],
     figures: Sequence[tuple[str, str]] = (),
     rounds: pd.DataFrame | None = None,
 ) -> str:
-    """summary.md: the scenario's name, description and provenance, a warning
-    when some rounds aggregated nobody (from ``rounds``, rounds.csv's frame),
-    one Table I per target, the definitions, then the figures (``(caption,
-    relative path)``)."""
-    name = str(meta.get("name") or meta.get("scenario") or "fedsim report")
-    lines = [f"# {name}", ""]
-    description = str(meta.get("description") or "").strip()
+    """summary.md: the scenario's name, description and provenance (from
+    ``report``; a mapping with its fields is accepted), a warning when some
+    rounds aggregated nobody (from ``rounds``, rounds.csv's frame), one Table I
+    per target, the definitions, then the figures (``(caption, relative
+    path)``)."""
+    report = ScenarioReportInput.coerce(report)
+    lines = [f"# {report.name or 'fedsim report'}", ""]
+    description = report.description.strip()
     if description:
         lines += [description, ""]
-    provenance = meta.get("provenance") or {}
+    provenance = report.provenance
     if provenance:
         lines += ["| provenance | |", "|:---|:---|"]
-        lines += [f"| {_md_cell(str(k))} | {_md_cell(str(v))} |" for k, v in provenance.items()]
+        lines += [f"| {md_cell(str(k))} | {md_cell(str(v))} |" for k, v in provenance.items()]
         lines.append("")
     empty = empty_rounds(rounds) if rounds is not None else {}
     if empty:
@@ -379,7 +342,8 @@ def summary_markdown(
         if not table.rows:
             lines += ["No method has metrics at this target.", ""]
             continue
-        lines += [markdown_table(table.headers, table.rows, table.kinds), ""]
+        italic = [kind != FEDSIM for kind in table.kinds]
+        lines += [markdown_table(table.headers, table.rows, italic), ""]
         has_reference = has_reference or any(k != FEDSIM for k in table.kinds)
     if has_reference:
         lines += [

@@ -1,0 +1,147 @@
+"""summary.md of a study: its axes and seeds, then per target (and facet of
+the other axes) the best configuration per link value, where the ranking
+flips and the table of mean TTA (numbers from `fedsim.report.study.analysis`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+
+from fedsim.report._units import MISSING, format_rate, format_seconds, format_target
+from fedsim.report.inputs import StudyReportInput
+from fedsim.report.markdown import markdown_table
+from fedsim.report.study.analysis import NOT_REACHED, Grid, Summary, facet_text, ranking_flips
+
+
+def _format_cell(cell: Summary) -> str:
+    if cell.n_reached == 0:
+        return NOT_REACHED
+    text = format_seconds(cell.mean)
+    if cell.n_seeds > 1 and cell.high > cell.low:
+        text += f" ± {format_seconds(0.5 * (cell.high - cell.low))}"
+    if not cell.reached:
+        text += f" ({cell.n_reached}/{cell.n_seeds} seeds)"
+    return text
+
+
+
+def sweep_summary(
+    sweep: pd.DataFrame,
+    report: StudyReportInput,
+    grids: Mapping[tuple[float, int], Grid],
+    facets: Sequence[Mapping[str, float]],
+    link: str | None,
+    value_labels: Mapping[str, Mapping[float, str]],
+    figure_links: Sequence[tuple[str, str]] = (),
+) -> str:
+    """summary.md of a sweep: its axes and seeds, then per target (and facet of
+    the other axes) the best configuration per link value, the ranking flips
+    and the table of mean TTA."""
+    lines = [f"# {report.name or 'fedsim sweep'}", ""]
+    description = report.description.strip()
+    if description:
+        lines += [description, ""]
+    axes = report.axis_columns
+    seeds = sorted(pd.unique(sweep["seed"]))
+    lines.append("**Axes**:")
+    lines.append("")
+    for axis in axes:
+        if report.is_rate_axis(axis):
+            values = ", ".join(format_rate(v) for v in sorted(pd.unique(sweep[axis].astype(float))))
+        else:
+            values = ", ".join(value_labels[axis].values())
+        lines.append(f"- `{axis}`: {values}")
+    lines += [
+        "",
+        f"**Seeds**: {', '.join(str(s) for s in seeds)} ({len(seeds)} replicate{'s' if len(seeds) != 1 else ''} per cell)",
+        "",
+    ]
+    provenance = report.provenance
+    if provenance:
+        lines += ["| provenance | |", "|:---|:---|"]
+        lines += [f"| {k} | {v} |" for k, v in provenance.items()]
+        lines.append("")
+    if link is None:
+        lines += ["No link axis: only the per-axis figures apply.", ""]
+    for (target, facet_index), grid in grids.items():
+        facet = facets[facet_index]
+        at = format_target(target)
+        where = f" ({facet_text(facet, value_labels)})" if facet else ""
+        labels = value_labels[link] if link else {}
+        lines += [f"## Best configuration per {report.axis_title(link or '')} at {at}{where}", ""]
+        best = grid.best()
+        rows = []
+        for j, value in enumerate(grid.link_values):
+            ranking = grid.ranking(j)
+            if best[j] is None:
+                rows.append((labels[value], NOT_REACHED, MISSING, MISSING, MISSING, MISSING))
+                continue
+            first = grid.cells[best[j]][j]
+            if len(ranking) > 1:
+                runner = ranking[1]
+                second = grid.cells[runner][j]
+                margin = f"{format_seconds(second.mean - first.mean)} ({100.0 * (second.mean / first.mean - 1.0):.1f} %)"
+                rows.append(
+                    (
+                        labels[value],
+                        grid.configs[best[j]].label,
+                        format_seconds(first.mean),
+                        grid.configs[runner].label,
+                        format_seconds(second.mean),
+                        margin,
+                    )
+                )
+            else:
+                rows.append(
+                    (
+                        labels[value],
+                        grid.configs[best[j]].label,
+                        format_seconds(first.mean),
+                        MISSING,
+                        MISSING,
+                        MISSING,
+                    )
+                )
+        lines += [
+            markdown_table(
+                (
+                    report.axis_title(link or ""),
+                    "Best",
+                    f"TTA@{at}",
+                    "Runner-up",
+                    f"TTA@{at}",
+                    "Margin",
+                ),
+                rows,
+            ),
+            "",
+        ]
+        flips = ranking_flips(grid, labels)
+        lines += [f"**Where the ranking flips** (TTA@{at}):", ""]
+        lines += (
+            flips
+            if flips
+            else [
+                f"- nowhere: the order is the same at every {report.axis_title(link or '')} value."
+            ]
+        )
+        lines += ["", f"Mean TTA@{at} over seeds (± half the 95 % interval):", ""]
+        headers = ("Configuration", *(labels[v] for v in grid.link_values))
+        table_rows = [
+            (config.label, *(_format_cell(cell) for cell in grid.cells[i]))
+            for i, config in enumerate(grid.configs)
+        ]
+        lines += [markdown_table(headers, table_rows), ""]
+    lines += [
+        'Cells that no seed reached read "not reached"; "k/n seeds": only k of the n '
+        "seeds reached the target, the mean is theirs. The best configuration is chosen "
+        "among cells every seed reached. Traffic in decimal units (1 MB = 10^6 B).",
+        "",
+    ]
+    if figure_links:
+        lines += ["## Figures", ""]
+        for caption, path in figure_links:
+            lines += [f"![{caption}]({path})", ""]
+    return "\n".join(lines).rstrip() + "\n"

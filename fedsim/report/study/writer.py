@@ -1,0 +1,157 @@
+"""write_sweep_report: a parameter study's figures, PDF and summary.md.
+
+Inputs: the study's sweep frame (contract: `fedsim.report.study.analysis`)
+and a `fedsim.report.inputs.StudyReportInput` (axes with their titles and
+roles, method order, targets, provenance; the old ``meta`` mapping works too).
+
+Outputs under ``out_dir``: per target a TTA heatmap over link speed x
+configuration and, per axis and target, each metric along the axis
+(``figures/<name>.<fmt>``); ``report.pdf`` with all of them; ``summary.md``
+with the best configuration per link speed, where the ranking flips and the
+TTA table.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import pandas as pd
+
+from fedsim.report._units import format_target
+from fedsim.report.columns import require_columns, with_float_columns
+from fedsim.report.inputs import StudyReportInput
+from fedsim.report.methods import MethodStyle
+from fedsim.report.pages import check_formats, render_figures, title_page
+from fedsim.report.study.analysis import (
+    SWEEP_COLUMNS,
+    SWEEP_METRICS,
+    Grid,
+    axis_value_labels,
+    configurations,
+    facet_text,
+    facets,
+    metric_grid,
+    report_targets,
+)
+from fedsim.report.study.figures import metrics_along_axis, tta_heatmap
+from fedsim.report.study.summary import sweep_summary
+from fedsim.report.style import RC
+from fedsim.store import write_text
+from fedsim.store.artifacts import SUMMARY
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
+
+
+def _target_slug(target: float) -> str:
+    return format_target(target).replace(" %", "").replace(".", "p")
+
+
+
+def write_sweep_report(
+    out_dir: Path,
+    sweep: pd.DataFrame,
+    meta: StudyReportInput | Mapping[str, Any],
+    *,
+    formats: Sequence[str] = ("png", "pdf"),
+    dpi: int = 170,
+) -> dict[str, Path]:
+    """Write a parameter study's figures, ``report.pdf`` and ``summary.md`` into
+    ``out_dir``; return the written paths keyed by path relative to ``out_dir``.
+
+    ``meta``: a `StudyReportInput`, or the old mapping (``axes``, ``name``,
+    ``description``, ``methods``, ``labels``, ``targets``, ``link_axis``,
+    ``axis_labels``, ``axis_roles``, ``provenance``, ``mode``; see
+    `StudyReportInput.from_mapping`). The heatmap's link axis is
+    `StudyReportInput.heatmap_axis`; zipped axes move together and the link
+    axis, or the first, stands for all.
+
+    Raises ValueError when the axes are empty or name a missing column, when
+    ``sweep`` lacks a required column, or for unknown formats.
+    """
+    out_dir = Path(out_dir)
+    chosen = check_formats(formats)
+    report = StudyReportInput.coerce(meta)
+    axes = report.axis_columns
+    require_columns(sweep, [*axes, *SWEEP_COLUMNS], "sweep")
+    sweep = with_float_columns(
+        sweep, [*axes, "remaining_rate", "target_accuracy", *(m for m, _, _ in SWEEP_METRICS)]
+    )
+
+    style = MethodStyle.build(report, sweep["method"].astype(str))
+    configs = configurations(sweep, style)
+    targets = report_targets(report.targets, sweep)
+    link = report.heatmap_axis()
+    if link is not None and link not in sweep.columns:
+        raise ValueError(f"link axis {link!r} is not a column of the sweep")
+    # Zipped axes move together: the first one (or the link axis) stands for
+    # all, there are no facets, and only it gets an along-axis figure.
+    zipped = report.zipped
+    others = [] if zipped else [a for a in axes if a != link and not report.is_rate_axis(a)]
+    cuts = facets(sweep, others)
+    value_labels = {
+        a: axis_value_labels(sweep, a, report.axis(a).role == "bandwidth")
+        for a in axes
+        if not report.is_rate_axis(a)
+    }
+    along = [link or axes[0]] if zipped else axes
+
+    builders: list[tuple[str, str, Any]] = []
+    grids: dict[tuple[float, int], Grid] = {}
+    if link is not None:
+        for target in targets:
+            for k, facet in enumerate(cuts):
+                grid = metric_grid(sweep, configs, link, target, "tta_s", facet)
+                grids[(target, k)] = grid
+                where = f" ({facet_text(facet, value_labels)})" if facet else ""
+                suffix = f"_{k + 1}" if len(cuts) > 1 else ""
+                title = f"Time to {format_target(target)} accuracy{where}"
+                builders.append(
+                    (
+                        f"heatmap_tta_{_target_slug(target)}{suffix}",
+                        title,
+                        lambda g=grid, t=title: tta_heatmap(
+                            g, style, value_labels[link], report.axis_title(link), t
+                        ),
+                    )
+                )
+    for axis in along:
+        for target in targets:
+            builders.append(
+                (
+                    f"along_{_slug(axis)}_{_target_slug(target)}",
+                    f"Metrics along {report.axis_title(axis)} at {format_target(target)}",
+                    lambda a=axis, t=target: metrics_along_axis(
+                        sweep, a, along, t, configs, style, report
+                    ),
+                )
+            )
+
+    with matplotlib.rc_context(RC):
+        title = (
+            title_page(
+                report.name,
+                report.description,
+                methods=style.order,
+                targets=report.targets,
+                provenance=report.provenance,
+            )
+            if "pdf" in chosen
+            else None
+        )
+    written, links = render_figures(
+        out_dir, builders, title, chosen, dpi, report.name or "fedsim sweep", RC
+    )
+    write_text(
+        out_dir / SUMMARY, sweep_summary(sweep, report, grids, cuts, link, value_labels, links)
+    )
+    written[SUMMARY] = out_dir / SUMMARY
+    return written
+
+
+__all__ = ["write_sweep_report"]
