@@ -101,10 +101,11 @@ def test_unknown_method_selection_exits_2(tiny_path: Path, capsys: pytest.Captur
 _STOPPING_RUN = """
 import sys, time
 from pathlib import Path
-from fedsim import cli, pipeline
+from fedsim import cli
+from fedsim.pipeline import training
 
 marker, stop_after = Path(sys.argv[1]), int(sys.argv[2])
-real_train = pipeline.train
+real_train = training.train
 
 def train(*args, on_round, **kwargs):
     def on_round_then_wait(round_num, params, record):
@@ -115,7 +116,7 @@ def train(*args, on_round, **kwargs):
                 time.sleep(0.05)
     return real_train(*args, on_round=on_round_then_wait, **kwargs)
 
-pipeline.train = train
+training.train = train
 sys.exit(cli.main(sys.argv[3:]))
 """
 

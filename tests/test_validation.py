@@ -22,6 +22,7 @@ import yaml
 from fedsim import config, study
 from fedsim.cli import main
 from fedsim.errors import InputError
+from fedsim.learn import counts as learn_counts
 from fedsim.learn import methods as learn_methods
 from fedsim.learn import pretrain as learn_pretrain
 from fedsim.learn.masks import level_counts
@@ -347,7 +348,7 @@ def test_settings_that_would_fail_late_are_refused(tmp_path, monkeypatch, capsys
 
 
 def test_svg_is_a_report_format(tmp_path, capsys):
-    from fedsim.report.writer import IMAGE_FORMATS
+    from fedsim.report.pages import IMAGE_FORMATS
 
     formats = typing.get_args(config.ReportConfig.model_fields["formats"].annotation)[0]
     assert set(typing.get_args(formats)) == set(IMAGE_FORMATS)
@@ -362,8 +363,8 @@ def test_validation_work_does_not_grow_with_pretrain_iterations(monkeypatch):
     number of pruning steps is the same for 10^3 and 10^7 iterations (the old
     code took O(iterations^2) steps: over a minute for 10^6)."""
     steps = []
-    real = learn_pretrain.prune_count
-    monkeypatch.setattr(learn_pretrain, "prune_count", lambda c, f: steps.append(1) or real(c, f))
+    real = learn_counts.prune_count
+    monkeypatch.setattr(learn_counts, "prune_count", lambda c, f: steps.append(1) or real(c, f))
     counts = {}
     for iterations in (10**3, 10**7):
         steps.clear()

