@@ -15,7 +15,8 @@ docs/architecture.md "Metric definitions"); rounds are 1-based and
   |θ| * 4 B * 2K * NRA to the byte; for a sparse method n_sent = surviving
   weights + all biases (biases are never pruned), which the paper writes as
   |θ| P_R (P_R counts weights only, so at P_R = 0.107 the paper's count,
-  28,527, is about 1.3 % below the 28,893 values that travel).
+  266,610 x 0.107 = 28,527, is 1.6 % below the 28,992 values that travel:
+  28,582 weights at P_R = 0.8^10 plus the 410 biases).
 * CTA@x = sum_{r=1}^{NRA@x} round_compute_s_r, with round_compute_s_r the mean
   computation time of round r's participants. With identical devices on the
   reference data size this is the paper's ``t_comp * P_R * NRA``.
