@@ -112,6 +112,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train nothing: report each task up to its last cached round; a task with "
                             "no cached training fails, naming it")
 
+    rep = command("replay", "report a run trained elsewhere on a scenario's network")
+    _add_common(rep)
+    rep.add_argument("run", type=Path, help="CSV of the run: round, accuracy[, participants, "
+                                            "down_bytes, up_bytes] (docs/replay.md)")
+    rep.add_argument("--system", type=Path, required=True, metavar="SCENARIO",
+                     help="scenario YAML whose network, devices, clients and targets are used")
+    rep.add_argument("--method", help="the run's name in the report, and the rows of a CSV with a "
+                                      "method column; a method of the scenario lends its mask "
+                                      "(payload, compute); default: the CSV's name")
+    rep.add_argument("--out", type=Path, help="output directory (default "
+                                              "reports/<scenario>-replay-<method>/)")
+    rep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a scenario value (repeatable)")
+
     data = command("data", "fetch or inspect a dataset (mnist, fashion-mnist)")
     _add_common(data)
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_ArgumentParser)
@@ -124,6 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(info)
     info.add_argument("name", help="mnist or fashion-mnist")
     info.add_argument("--json", action="store_true", help="print one JSON object")
+    imp = data_sub.add_parser("import-traces", help="convert FedScale's device and behaviour pickles "
+                              "into fedsim's trace CSVs (profiles.csv, sessions.csv)")
+    _add_common(imp)
+    imp.add_argument("--device", type=Path, help="FedScale client_device_capacity pickle")
+    imp.add_argument("--behave", type=Path, help="FedScale client_behave_trace pickle")
+    imp.add_argument("--out", type=Path, required=True, help="directory for the CSV files")
+    imp.add_argument("--clients", type=int, help="number of fedsim clients (default: the entries)")
+    imp.add_argument("--horizon", help="repeat the sessions up to this time, e.g. '7 d' "
+                     "(default: one pass of the trace)")
+    imp.add_argument("--reference-ms", type=float, default=5.0,
+                     help="ms per sample pass of fedsim's reference device (default 5: 10 s / (5 x 400))")
 
     bench = command("bench", "measure the performance figures of docs/performance.md")
     _add_common(bench)
@@ -163,6 +188,26 @@ def _cmd_scenario(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def _cmd_replay(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from fedsim import config
+    from fedsim.replay.run import default_out_dir, replay
+
+    scenario = config.load(args.system, overrides=args.overrides)
+    label = args.method or None
+    if args.out is not None:
+        config.check_output_dir(args.out)
+    result = replay(args.run, scenario, label=label, base_dir=args.system.resolve().parent,
+                    out_dir=args.out, command=["fedsim", *argv], progress=not args.quiet,
+                    write=False)
+    out = args.out if args.out is not None else default_out_dir(scenario, next(iter(result.methods)))
+    config.check_output_dir(out)
+    from fedsim.pipeline.outputs import write_outputs
+
+    write_outputs(result, out, ["fedsim", *argv], not args.quiet)
+    print(f"replay report written to {out}/ (summary.md, metrics.csv, rounds.csv)")
+    return 0
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from fedsim import config
 
@@ -198,9 +243,29 @@ def _cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0 if not result.failed else 1
 
 
+def _import_traces(args: argparse.Namespace) -> int:
+    from fedsim.data.fedscale import import_traces
+    from fedsim.units import parse_duration
+
+    horizon = None
+    if args.horizon is not None:
+        try:
+            horizon = parse_duration(args.horizon)
+        except ValueError as exc:
+            raise InputError(f"--horizon: {exc}") from None
+    written = import_traces(args.out, device=args.device, behave=args.behave, n_clients=args.clients,
+                            horizon_s=horizon, reference_ms=args.reference_ms)
+    keys = {"profiles": "trace", "sessions": "sessions"}
+    for name, path in written.items():
+        print(f"wrote {path}  (system.clients.{keys[name]}: {path.resolve()})")
+    return 0
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     from fedsim import data
 
+    if args.data_command == "import-traces":
+        return _import_traces(args)
     if args.data_command == "fetch":
         dataset = data.fetch(args.name, from_dir=args.from_dir, force=args.force)
         print(f"{dataset.name}: {len(dataset.train_labels)} train / {len(dataset.test_labels)} test "
@@ -277,6 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except SystemExit as done:  # --help or --version has printed its text
             return int(done.code or 0)
         with _terminate_as_interrupt():
+            if args.command == "replay":
+                return _cmd_replay(args, argv)
             if args.command in ("scenario", "sweep"):
                 return (_cmd_scenario if args.command == "scenario" else _cmd_sweep)(args, argv)
             return _COMMANDS[args.command](args)

@@ -23,6 +23,11 @@ docs/architecture.md "Metric definitions"); rounds are 1-based and
 * TTA@x = sum_{r=1}^{NRA@x} round_wallclock_s_r: simulated seconds from the
   start of round 1 to the end of round NRA@x (rounds run back to back).
 
+* ETA@x (``eta_j``) = sum_{r=1}^{NRA@x} round_energy_j_r: joules spent by all
+  the clients of rounds 1..NRA@x (computation, radio transfers, tails and
+  promotions; `fedsim.system.energy`), dropped clients' energy until they
+  stopped included. NaN when x is not reached, like TTA.
+
 Each is the running sum (``cum_*`` column of rounds.csv) at round NRA@x, and
 the functions here compute them the same way (``numpy.cumsum``), so the two
 agree to the last bit.
@@ -38,10 +43,13 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "ENERGY_METRICS_COLUMNS",
+    "ENERGY_ROUNDS_COLUMNS",
     "METRICS_COLUMNS",
     "ROUNDS_COLUMNS",
     "cca_bytes",
     "cta_s",
+    "eta_j",
     "metrics_table",
     "nra",
     "rounds_table",
@@ -77,6 +85,13 @@ METRICS_COLUMNS = (
     "final_accuracy",
     "rounds_run",
 )
+#: rounds.csv's energy columns, after every other column, where the frame given
+#: to `rounds_table` has ``round_energy_j`` (joules of all of a round's
+#: clients) and ``mean_client_energy_j`` (their mean per selected client).
+ENERGY_ROUNDS_COLUMNS = ("round_energy_j", "mean_client_energy_j", "cum_energy_j")
+#: metrics.csv's energy column (ETA@x, joules), after ``METRICS_COLUMNS``
+#: where the rounds carry ``round_energy_j``.
+ENERGY_METRICS_COLUMNS = ("eta_j",)
 _INPUT_COLUMNS = (
     "method",
     "round",
@@ -131,12 +146,19 @@ def tta_s(round_wallclock_s: Sequence[float], nra_round: int | None) -> float | 
     return _sum_to(round_wallclock_s, nra_round, "tta_s")
 
 
+def eta_j(round_energy_j: Sequence[float], nra_round: int | None) -> float | None:
+    """ETA@x = joules of all clients over rounds 1..NRA@x; None when the
+    target was not reached."""
+    return _sum_to(round_energy_j, nra_round, "eta_j")
+
+
 def rounds_table(frame: pd.DataFrame) -> pd.DataFrame:
     """The rows of rounds.csv: ``frame`` (columns method, round, accuracy, loss,
     participants, round_bytes, round_compute_s, round_wallclock_s; one row per
     method and round) sorted by method and round, with the running sums
     cum_bytes, cum_compute_s and cum_wallclock_s added (``ROUNDS_COLUMNS``
-    first, any other columns after).
+    first, any other columns after); where ``frame`` has ``round_energy_j``,
+    also cum_energy_j, and ``ENERGY_ROUNDS_COLUMNS`` come last.
 
     Raises:
         ValueError: a missing column, or a method whose rounds are not exactly
@@ -152,14 +174,22 @@ def rounds_table(frame: pd.DataFrame) -> pd.DataFrame:
         if not np.array_equal(rounds, np.arange(1, len(part) + 1)):
             raise ValueError(f"method {method!r}: rounds must be 1..{len(part)} without gaps or repeats")
         part = part.copy()
-        for source, target in _CUMULATIVE.items():
+        for source, target in _cumulative(frame).items():
             part[target] = np.cumsum(part[source].to_numpy(dtype=float))
         parts.append(part)
     out = pd.concat(parts, ignore_index=True) if parts else frame.assign(
-        **{name: pd.Series(dtype=float) for name in _CUMULATIVE.values()}
+        **{name: pd.Series(dtype=float) for name in _cumulative(frame).values()}
     )
-    extra = [name for name in out.columns if name not in ROUNDS_COLUMNS]
-    return out[list(ROUNDS_COLUMNS) + extra]
+    energy = [name for name in ENERGY_ROUNDS_COLUMNS if name in out.columns]
+    extra = [name for name in out.columns if name not in ROUNDS_COLUMNS and name not in energy]
+    return out[list(ROUNDS_COLUMNS) + extra + energy]
+
+
+def _cumulative(frame: pd.DataFrame) -> dict[str, str]:
+    """The running sums to add: ``_CUMULATIVE``, + energy where present."""
+    if "round_energy_j" in frame.columns:
+        return {**_CUMULATIVE, "round_energy_j": "cum_energy_j"}
+    return _CUMULATIVE
 
 
 def metrics_table(
@@ -177,9 +207,13 @@ def metrics_table(
 
     Columns: nra (nullable int), cca_bytes, cta_s, tta_s (NaN when the target
     was not reached), final_accuracy (the last evaluated round's), rounds_run,
-    comm_bytes_per_round and compute_s_per_round (means over the rounds run).
+    comm_bytes_per_round and compute_s_per_round (means over the rounds run);
+    where ``frame`` has ``round_energy_j``, eta_j (ETA@x, NaN when not
+    reached) after them (``ENERGY_METRICS_COLUMNS``).
     """
-    table = rounds_table(frame.drop(columns=[c for c in _CUMULATIVE.values() if c in frame.columns]))
+    cumulative = [*_CUMULATIVE.values(), "cum_energy_j"]
+    table = rounds_table(frame.drop(columns=[c for c in cumulative if c in frame.columns]))
+    energy = "cum_energy_j" in table.columns
     info = method_info or {}
     rows = []
     for method, part in table.groupby("method", sort=False):
@@ -208,9 +242,12 @@ def metrics_table(
                 "tta_s": float(at_nra[2]),
                 "final_accuracy": float(evaluated[-1]) if evaluated.size else math.nan,
                 "rounds_run": len(part),
+                **({"eta_j": float(part["cum_energy_j"].iloc[reached - 1]) if reached is not None
+                    else math.nan} if energy else {}),
                 **extra,
             })
-    out = pd.DataFrame(rows, columns=list(METRICS_COLUMNS) + sorted(
-        {key for row in rows for key in row} - set(METRICS_COLUMNS)))
+    leading = list(METRICS_COLUMNS) + (list(ENERGY_METRICS_COLUMNS) if energy else [])
+    out = pd.DataFrame(rows, columns=leading + sorted(
+        {key for row in rows for key in row} - set(leading)))
     out["nra"] = out["nra"].astype("Int64")
     return out

@@ -53,7 +53,7 @@ def test_help_says_what_fedsim_does_and_lists_every_command(
     assert DESCRIPTION in text and len(DESCRIPTION.splitlines()) == 2
     assert "thin shell" not in text  # the module docstring is for developers
     commands = _commands()
-    assert set(commands) == {"scenario", "validate", "sweep", "data", "bench"}
+    assert set(commands) == {"scenario", "validate", "sweep", "data", "bench", "replay"}
     for name, sub in commands.items():
         line = sub.description
         assert line and "\n" not in line, name

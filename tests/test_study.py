@@ -125,7 +125,7 @@ def test_axis_typo_names_the_valid_keys(tmp_path: Path) -> None:
     message = str(err.value)
     assert str(path) in message and "study.axes.system.clients.uplnk" in message
     assert "unknown key 'uplnk' under system.clients" in message
-    assert "downlink, rtt, speed, trace, uplink" in message
+    assert "downlink, dynamics, rtt, sessions, speed, trace, uplink" in message
     with pytest.raises(InputError, match=r"unknown key 'rond' at the top level; valid keys: .*rounds"):
         study.load(write_study(tmp_path, set={"rond.max": 3}))
 

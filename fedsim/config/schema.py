@@ -89,6 +89,7 @@ class Scenario(Section):
     def _methods_fit_pretraining(self) -> Scenario:
         """A pruning method's level or rate must be one that ``pretrain.iterations``
         makes, and a method that needs pre-training needs unlabeled data."""
+        from fedsim.learn.methods import get as get_method
         from fedsim.learn.methods import required_iterations
 
         for label, method in self.methods.items():
@@ -98,6 +99,10 @@ class Scenario(Section):
                 needed = required_iterations(method, self.pretrain)
             except ValueError as exc:
                 raise ValueError(f"{key}: {exc}") from None
+            try:  # pre-training and pruning need the model's autoencoder
+                self.model.check_method(method.kind, needed > 0 or get_method(method.kind).pruned)
+            except ValueError as exc:
+                raise ValueError(f"methods.{label}: {exc}") from None
             if needed > 0 and self.data.unlabeled == 0:
                 raise ValueError(f"methods.{label}: method {method.kind!r} pre-trains on the "
                                  "unlabeled pool, but data.unlabeled is 0")
@@ -116,8 +121,8 @@ class Scenario(Section):
         """A deadline shorter than the fastest possible round of every method
         means that no update can ever arrive (see `fastest_round_s`)."""
         deadline = self.system.rounds.deadline
-        if deadline is None or self.system.clients.trace is not None:
-            return self  # a trace's links are read at run time
+        if deadline is None or self.system.clients.trace is not None or self.system.clients.dynamics is not None:
+            return self  # a trace's links are read at run time; dynamic links have no fastest value
         fastest = min((fastest_round_s(self, label) for label in self.methods), key=lambda f: f[0])
         if deadline < fastest[0]:
             raise ValueError(f"system.rounds.deadline: {deadline:g} s is shorter than the fastest "

@@ -1,4 +1,4 @@
-"""fedsim's learning core: masked LeNet-300-100, HP-FL pre-training, batched FedAvg.
+"""fedsim's learning core: masked LeNet-300-100 (and any nn.Module), HP-FL pre-training, batched FedAvg.
 
 The stages, in data-flow order (paper: Itahara et al., "Lottery Hypothesis based
 Unsupervised Pre-training for Model Compression in Federated Learning"):
@@ -12,6 +12,9 @@ Unsupervised Pre-training for Model Compression in Federated Learning"):
 * `federated`: batched FedAvg over all participants at once -> `TrainingTrace`;
   `schedule`: the clients' data, participation and each round's mini-batches;
   `batched`: the kernels that train a round's participants as stacked tensors;
+* `zoo`: models as ``nn.Module`` (LeNet-5, factories, entry points) and their
+  `Params` layout; `generic`: any model's round batched over clients (``vmap``
+  of ``grad``), where `batched` is LeNet-300-100's hand-written fast path;
 * `reference`: the plain per-client trainer the batched one is checked against;
 * `spec`: the config sections (performance figures: `fedsim.bench.learn`).
 

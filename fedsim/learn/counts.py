@@ -105,3 +105,84 @@ def expected_levels(cfg: PretrainConfig, levels: int | None = None) -> list[tupl
     """
     top = cfg.iterations if levels is None else levels
     return list(itertools.islice(iter_expected_levels(cfg), top + 1))
+
+
+# -- models and their training FLOPs per sample ------------------------------------------
+
+#: The built-in classifiers (`fedsim.learn.zoo`): ``lenet-300-100`` (the paper's,
+#: trained by the hand-written kernel) and ``lenet-5`` (trained the generic way).
+BUILTIN_ARCHS: tuple[str, ...] = ("lenet-300-100", "lenet-5")
+#: The architecture ``t_comp_full`` is measured for: compute scales are relative to it.
+REFERENCE_ARCH = "lenet-300-100"
+
+#: LeNet-5's convolutions on a 1x28x28 image: ``(in_channels, out_channels,
+#: kernel, padding, input side)``; each is followed by ReLU and 2x2 max pooling.
+LENET5_CONVS: tuple[tuple[int, int, int, int, int], ...] = ((1, 6, 5, 2, 28), (6, 16, 5, 0, 14))
+#: Its dense layers' widths: 16x5x5 features -> 120 -> 84 -> 10 classes.
+LENET5_DENSE: tuple[int, ...] = (16 * 5 * 5, 120, 84, 10)
+
+
+def lenet5_layer_macs() -> tuple[int, ...]:
+    """Multiply-accumulates of one forward pass of one sample, per weighted layer
+    of LeNet-5 (conv1, conv2, fc1, fc2, fc3): a convolution costs
+    ``out_side² · out_channels · in_channels · kernel²`` (out_side = side + 2·pad
+    - kernel + 1), a dense layer ``fan_in · fan_out``. Pooling, ReLU and biases
+    are not counted (as in `training_flops_per_sample`).
+    117,600 + 240,000 + 48,000 + 10,080 + 840 = 416,520."""
+    convs = []
+    for c_in, c_out, kernel, pad, side in LENET5_CONVS:
+        out_side = side + 2 * pad - kernel + 1
+        convs.append(out_side * out_side * c_out * c_in * kernel * kernel)
+    return (*convs, *(i * o for i, o in layer_shapes(LENET5_DENSE)))
+
+
+def lenet5_num_params() -> int:
+    """Parameters of LeNet-5 (weights and biases): 156 + 2,416 + 48,120 + 10,164
+    + 850 = 61,706."""
+    convs = sum(c_out * c_in * k * k + c_out for c_in, c_out, k, _, _ in LENET5_CONVS)
+    return convs + sum(i * o + o for i, o in layer_shapes(LENET5_DENSE))
+
+
+def training_flops_per_sample(layer_macs: Sequence[int]) -> int:
+    """FLOPs of one SGD pass (forward and backward) of one sample through a
+    network whose weighted layers take ``layer_macs`` multiply-accumulates in
+    the forward pass, first layer first:
+
+        F = 2·Σ_l M_l  (forward)  +  2·Σ_l M_l  (weight gradients)
+            + 2·Σ_{l>1} M_l  (input gradients; the first layer needs none)
+
+    i.e. the usual "backward ≈ 2x forward" count (Kaplan et al. 2020, Sec. 2.1;
+    Hoffmann et al. 2022, App. F) made exact for the skipped first-layer input
+    gradient. Biases, activations and pooling are not counted. The definition
+    of `fedsim.learn.federated.round_flops`: LeNet-300-100 gives 1,126,800,
+    LeNet-5 2,263,920.
+    """
+    macs = [int(m) for m in layer_macs]
+    return 4 * sum(macs) + 2 * sum(macs[1:])
+
+
+#: Training FLOPs per sample of LeNet-300-100 (the reference workload of ``t_comp_full``).
+LENET_FLOPS_PER_SAMPLE = training_flops_per_sample([i * o for i, o in layer_shapes(LENET_SIZES)])
+#: Training FLOPs per sample of LeNet-5.
+LENET5_FLOPS_PER_SAMPLE = training_flops_per_sample(lenet5_layer_macs())
+#: Training FLOPs per sample of every built-in architecture.
+BUILTIN_FLOPS_PER_SAMPLE: dict[str, int] = {
+    "lenet-300-100": LENET_FLOPS_PER_SAMPLE,
+    "lenet-5": LENET5_FLOPS_PER_SAMPLE,
+}
+
+
+def compute_scale(flops_per_sample: float) -> float:
+    """A model's compute time relative to the reference workload of
+    ``t_comp_full`` (LeNet-300-100): its training FLOPs per sample over
+    LeNet-300-100's, exactly 1.0 for LeNet-300-100 itself (so its system keys
+    and times do not change). LeNet-5: 2,263,920 / 1,126,800 = 2.009.
+
+    Raises:
+        ValueError: ``flops_per_sample`` is not positive.
+    """
+    if not flops_per_sample > 0:
+        raise ValueError(f"FLOPs per sample {flops_per_sample!r} must be > 0")
+    if flops_per_sample == LENET_FLOPS_PER_SAMPLE:
+        return 1.0
+    return float(flops_per_sample) / float(LENET_FLOPS_PER_SAMPLE)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -74,6 +75,10 @@ from fedsim.learn.schedule import (  # the schedule's names are re-exported (__a
 from fedsim.learn.spec import FLConfig
 from fedsim.learn.trace import RoundRecord, TrainingTrace, TrainState
 from fedsim.progress import Progress
+
+if TYPE_CHECKING:
+    from fedsim.learn.generic import GenericTrainer
+    from fedsim.learn.zoo import ModelSpec
 
 OnRound = Callable[[int, Params, RoundRecord], None]
 Stop = Callable[[RoundRecord], bool]
@@ -130,18 +135,20 @@ def _weighted_sum(stacked: Params, p: np.ndarray) -> Params:
 STACK_BYTES = 1 << 30
 
 
-def default_stack_clients() -> int:
+def default_stack_clients(num_params: int | None = None) -> int:
     """Clients whose trained models are held at once: `STACK_BYTES` over one
-    LeNet-300-100's 1,066,440 bytes (1006 clients)."""
-    per_client = 4 * sum((fan_in + 1) * fan_out for fan_in, fan_out in layer_shapes(LENET_SIZES))
-    return max(1, STACK_BYTES // per_client)
+    model's float32 parameters (LeNet-300-100's 1,066,440 bytes, the default:
+    1006 clients)."""
+    if num_params is None:
+        num_params = sum((fan_in + 1) * fan_out for fan_in, fan_out in layer_shapes(LENET_SIZES))
+    return max(1, STACK_BYTES // (4 * num_params))
 
 
 # -- the training loop ------------------------------------------------------------------
 
 
 def train_participants(
-    model: _BatchedMLP,
+    model: _BatchedMLP | GenericTrainer,
     params: Params,
     clients: ClientData,
     ids: np.ndarray,
@@ -198,8 +205,10 @@ def train(
     progress: bool = False,
     block_clients: int | None = None,
     stack_clients: int | None = None,
+    model: ModelSpec | None = None,
 ) -> TrainingTrace:
-    """Run FedAvg rounds ``start.round_num + 1 .. rounds`` of LeNet-300-100.
+    """Run FedAvg rounds ``start.round_num + 1 .. rounds`` of LeNet-300-100 or
+    of any ``model``.
 
     Args:
         init: the global model at round 0 (ignored when ``start`` is given);
@@ -229,7 +238,12 @@ def train(
         stack_clients: the most trained client models held at once (memory:
             about 1.07 MB each); a round with more participants is trained
             and averaged in chunks (`train_participants`; the result changes
-            only by float rounding). Default: `default_stack_clients` (1006).
+            only by float rounding). Default: `default_stack_clients` (1006
+            for LeNet-300-100).
+        model: the classifier (`fedsim.learn.zoo.resolve`); None or
+            LeNet-300-100 = the hand-written kernel (`_BatchedMLP`), any other
+            model the generic trainer (`fedsim.learn.generic.GenericTrainer`:
+            ``vmap`` of ``grad`` over the stacked clients, same semantics).
 
     Returns:
         The trace of the rounds run.
@@ -249,8 +263,16 @@ def train(
         raise ValueError(f"block_clients {block_clients} must be >= 1")
     if stack_clients is not None and stack_clients < 1:
         raise ValueError(f"stack_clients {stack_clients} must be >= 1")
-    stack = stack_clients if stack_clients is not None else default_stack_clients()
-    model = _BatchedMLP(clients, mask, cfg, dev, block_clients)
+    generic = model is not None and not model.reference
+    forward = model.forward if generic else None
+    stack = stack_clients if stack_clients is not None else default_stack_clients(
+        params.num_params if generic else None)
+    if generic:
+        from fedsim.learn.generic import GenericTrainer
+
+        trainer: _BatchedMLP | GenericTrainer = GenericTrainer(model, clients, mask, cfg, dev, block_clients)
+    else:
+        trainer = _BatchedMLP(clients, mask, cfg, dev, block_clients)
     meta = {
         "seed": int(seed),
         "device": str(dev),
@@ -260,6 +282,8 @@ def train(
         "machine": platform.machine(),
         "start_round": state.round_num,
     }
+    if generic:
+        meta["model"] = model.name
     records: list[RoundRecord] = []
     first = state.round_num + 1
     bar = Progress("FedAvg", {"rounds": max(rounds - state.round_num, 0)}, enabled=progress)
@@ -267,9 +291,9 @@ def train(
         for round_num in range(first, rounds + 1):
             ids = participants(participation, round_num, clients.num_clients)
             params, samples, local_steps = train_participants(
-                model, params, clients, ids, cfg, seed=seed, round_num=round_num, stack_clients=stack
+                trainer, params, clients, ids, cfg, seed=seed, round_num=round_num, stack_clients=stack
             )
-            accuracy, loss = evaluate(params, test_x, test_y, cfg.eval_batch_size)
+            accuracy, loss = evaluate(params, test_x, test_y, cfg.eval_batch_size, forward)
             record = RoundRecord(
                 round_num=round_num,
                 accuracy=accuracy,

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import platform
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -276,7 +276,8 @@ def logits(params: Params, x: Tensor) -> Tensor:
 
 @torch.no_grad()
 def evaluate(
-    params: Params, inputs: Tensor, labels: Tensor, batch_size: int = 10_000
+    params: Params, inputs: Tensor, labels: Tensor, batch_size: int = 10_000,
+    forward: Callable[[Params, Tensor], Tensor] | None = None,
 ) -> tuple[float, float]:
     """Test accuracy and mean cross-entropy loss (nats) of a classifier.
 
@@ -286,6 +287,8 @@ def evaluate(
         labels: int64 ``[N]``.
         batch_size: rows per forward pass (memory only; results do not depend on it
             beyond float rounding of the loss sum, accumulated in float64).
+        forward: ``forward(params, x) -> logits`` of the model; default: the
+            MLP `logits` (``fedsim.learn.zoo.ModelSpec.forward`` for any other).
 
     Returns:
         ``(accuracy in [0, 1], loss)``.
@@ -298,7 +301,7 @@ def evaluate(
     for start in range(0, n, batch_size):
         x = inputs[start : start + batch_size]
         y = labels[start : start + batch_size]
-        z = logits(params, x)
+        z = (forward or logits)(params, x)
         correct += int((z.argmax(dim=1) == y).sum())
         loss_sum += float(torch.nn.functional.cross_entropy(z, y, reduction="sum").double())
     return correct / n, loss_sum / n

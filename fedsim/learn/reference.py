@@ -1,4 +1,5 @@
-"""A plain FedAvg trainer: one ``nn.Module``, one client after another.
+"""A plain FedAvg trainer: one ``nn.Module`` (LeNet-300-100 or any model), one
+client after another.
 
 The specification that `fedsim.learn.federated.train` must match (the tests
 hold the two within 1e-4) and the baseline of the speed benchmark. Nothing here
@@ -9,7 +10,9 @@ and an average accumulated in float64 in a Python loop.
 
 from __future__ import annotations
 
+import copy
 import itertools
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -28,6 +31,9 @@ from fedsim.learn.masks import Mask
 from fedsim.learn.model import LENET_SIZES, Params, as_inputs, as_labels
 from fedsim.learn.spec import FLConfig
 from fedsim.learn.trace import RoundRecord, TrainingTrace, TrainState
+
+if TYPE_CHECKING:
+    from fedsim.learn.zoo import ModelSpec
 
 
 class LeNet(nn.Module):
@@ -76,23 +82,45 @@ def local_train(
     ``masks`` are the layers' masks transposed to ``nn.Linear``'s layout (None
     for a layer without pruned weights). Returns the number of steps taken.
     """
+    pairs = [(lin.weight, m) for lin, m in zip(model.linears, masks, strict=True) if m is not None]
+    return local_sgd(model, pairs, clients, client_id, cfg, seed=seed, round_num=round_num)
+
+
+def local_sgd(
+    model: nn.Module,
+    masked: list[tuple[nn.Parameter, Tensor]],
+    clients: ClientData,
+    client_id: int,
+    cfg: FLConfig,
+    *,
+    seed: int,
+    round_num: int,
+    input_shape: tuple[int, ...] | None = None,
+) -> int:
+    """Client ``client_id``'s local SGD of round ``round_num`` on any ``model``,
+    in place: ``torch.optim.SGD`` on the mean cross-entropy of each mini-batch;
+    ``masked`` pairs a parameter with its 0/1 mask (same shape), applied to the
+    gradient and to the weight after every step. ``input_shape``: the shape of
+    one sample as the model takes it (default: the flat rows). Returns the
+    number of steps taken."""
     rows = clients.client_indices[client_id]
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr)
     perms = epoch_permutations(seed, client_id, round_num, rows.size, cfg.local_epochs)
     steps = 0
     for batch in client_batches(perms, cfg.batch_size):
         index = torch.from_numpy(rows[batch])
-        loss = F.cross_entropy(model(clients.inputs[index]), clients.labels[index])
+        x = clients.inputs[index]
+        if input_shape is not None:
+            x = x.reshape(-1, *input_shape)
+        loss = F.cross_entropy(model(x), clients.labels[index])
         optimizer.zero_grad()
         loss.backward()
-        for linear, m in zip(model.linears, masks, strict=True):
-            if m is not None:
-                linear.weight.grad.mul_(m)
+        for param, m in masked:
+            param.grad.mul_(m)
         optimizer.step()
         with torch.no_grad():
-            for linear, m in zip(model.linears, masks, strict=True):
-                if m is not None:
-                    linear.weight.mul_(m)
+            for param, m in masked:
+                param.mul_(m)
         steps += 1
     return steps
 
@@ -114,16 +142,39 @@ def train_reference(
     participation: Participation = None,
     start: TrainState | None = None,
     on_round: OnRound | None = None,
+    model: ModelSpec | None = None,
 ) -> TrainingTrace:
     """FedAvg rounds ``start.round_num + 1 .. rounds`` on the CPU, client by client.
 
     Same arguments and result as `fedsim.learn.federated.train` (without
-    device, stop and progress).
+    device, stop and progress). ``model``: any classifier
+    (`fedsim.learn.zoo.ModelSpec`; a copy of its module is trained); None =
+    LeNet-300-100.
     """
     state = start if start is not None else TrainState(0, init)
     global_params = mask.apply(state.params)
-    masks = reference_masks(mask)
-    model = LeNet()
+    if model is None:
+        net: nn.Module = LeNet()
+        pairs = [(lin.weight, m) for lin, m in zip(net.linears, reference_masks(mask), strict=True)
+                 if m is not None]
+        load = net.load
+        read = net.params
+        input_shape = None
+    else:
+        net = copy.deepcopy(model.module)
+        params_by_name = dict(net.named_parameters())
+        pairs = [(params_by_name[k], m) for k, m in model.layout.mask_tensors(mask.layers).items()]
+
+        @torch.no_grad()
+        def load(params: Params) -> nn.Module:
+            for name, t in model.layout.to_named(params).items():
+                params_by_name[name].copy_(t)
+            return net
+
+        def read() -> Params:
+            return model.layout.to_params({k: v.detach() for k, v in net.named_parameters()})
+
+        input_shape = model.input_shape
     test_x = as_inputs(test[0])
     test_y = as_labels(test[1])
     records = []
@@ -133,16 +184,18 @@ def train_reference(
         steps = []
         sums = [torch.zeros(t.shape, dtype=torch.float64) for t in global_params.tensors()]
         for k in ids:
-            model.load(global_params)
-            steps.append(local_train(model, clients, int(k), masks, cfg, seed=seed, round_num=round_num))
-            trained = model.params()
+            load(global_params)
+            steps.append(local_sgd(net, pairs, clients, int(k), cfg, seed=seed, round_num=round_num,
+                                   input_shape=input_shape))
+            trained = read()
             for acc, t in zip(sums, trained.tensors(), strict=True):
                 acc += t.double() * float(clients.client_indices[k].size)
         if samples.sum() > 0:
             avg = [(acc / float(samples.sum())).float() for acc in sums]
             global_params = Params(tuple(avg[0::2]), tuple(avg[1::2]))
         with torch.no_grad():
-            logits = model.load(global_params)(test_x)
+            x = test_x if input_shape is None else test_x.reshape(-1, *input_shape)
+            logits = load(global_params)(x)
             accuracy = float((logits.argmax(1) == test_y).double().mean())
             loss = float(F.cross_entropy(logits, test_y))
         record = RoundRecord(

@@ -12,26 +12,99 @@ the bad value.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+import re
+from importlib.metadata import entry_points
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, model_validator
 
+from fedsim.learn.counts import BUILTIN_ARCHS, REFERENCE_ARCH
 from fedsim.schema import Section
 
 PositiveInt = Annotated[int, Field(strict=True, ge=1)]
 
 
 class ModelConfig(Section):
-    """The classifier: architecture and initialisation.
+    """The classifier: a built-in architecture, an entry point, or a factory.
 
     Attributes:
-        arch: only ``lenet-300-100`` (784-300-100-10, 266,610 parameters).
+        arch: a built-in (``lenet-300-100``: 784-300-100-10, 266,610 parameters,
+            trained by the hand-written kernel; ``lenet-5``: the LeNet-5 CNN,
+            61,706 parameters) or a name registered under the entry-point group
+            ``fedsim.models`` (a factory, as below).
+        factory: ``"package.module:function"`` returning a ``torch.nn.Module``
+            (called with ``kwargs``); replaces ``arch``. Only its syntax is
+            checked here: the module is imported, and its output size checked,
+            when a run starts (`fedsim.learn.zoo.resolve`), so that validating
+            a scenario imports no torch.
+        kwargs: keyword arguments of the factory (of an entry point too).
+        input_shape: the shape one sample is given to the model in (default
+            ``[1, 28, 28]``; LeNet-300-100 takes the flat 784 pixels).
         init: ``glorot_uniform`` (Keras's default, the paper's likely one) or
-            ``pytorch_default`` (Kaiming-uniform a=√5, uniform biases).
+            ``pytorch_default`` (Kaiming-uniform a=√5, uniform biases), for
+            ``lenet-300-100``; other models keep their module's own
+            initialisation, drawn under a seed of (seed, "init").
     """
 
-    arch: Literal["lenet-300-100"] = "lenet-300-100"
+    arch: str = "lenet-300-100"
     init: Literal["glorot_uniform", "pytorch_default"] = "glorot_uniform"
+    factory: str | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    input_shape: tuple[PositiveInt, ...] | None = None
+
+    @model_validator(mode="after")
+    def _check_model(self) -> Self:
+        if self.factory is not None:
+            if "arch" in self.model_fields_set:
+                raise ValueError(f"model: give arch ({self.arch!r}) or factory ({self.factory!r}), not both")
+            if not FACTORY_SYNTAX.fullmatch(self.factory):
+                raise ValueError(f"model.factory: {self.factory!r} is not \"package.module:function\"")
+        elif self.arch not in BUILTIN_ARCHS and self.arch not in entry_point_names():
+            raise ValueError(f"model.arch: unknown architecture {self.arch!r}; choose one of: "
+                             f"{', '.join([*BUILTIN_ARCHS, *entry_point_names()])} "
+                             "(or give model.factory: \"package.module:function\")")
+        elif self.arch in BUILTIN_ARCHS and self.kwargs:
+            raise ValueError(f"model.kwargs: the built-in {self.arch!r} takes no arguments "
+                             f"(got {sorted(self.kwargs)})")
+        if self.is_reference and self.input_shape not in (None, (784,)):
+            raise ValueError(f"model.input_shape: lenet-300-100 takes [784], got {list(self.input_shape)}")
+        return self
+
+    @property
+    def name(self) -> str:
+        """The model's name in messages: the arch, or the factory."""
+        return self.factory if self.factory is not None else self.arch
+
+    @property
+    def is_reference(self) -> bool:
+        """True for LeNet-300-100, the hand-written kernel's model (and the
+        only one with the paper's DAE, hence pre-training and pruning)."""
+        return self.factory is None and self.arch == REFERENCE_ARCH
+
+    def check_method(self, kind: str, needs_autoencoder: bool) -> None:
+        """Refuse a method that needs the model's autoencoder (pre-training,
+        pruning: HP-FL's DAE has the classifier as its encoder) on a model that
+        has none (every model but lenet-300-100).
+
+        Raises:
+            ValueError: naming the method and the model.
+        """
+        if needs_autoencoder and not self.is_reference:
+            raise ValueError(f"method {kind!r} needs an autoencoder whose encoder is the classifier "
+                             f"(pre-training and pruning), which model {self.name!r} does not have "
+                             f"(only {REFERENCE_ARCH} has one); use method 'original'")
+
+
+#: ``package.module:function`` (dotted Python names on both sides).
+FACTORY_SYNTAX = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+#: Entry-point group of model factories (``arch: NAME``).
+MODEL_ENTRY_POINTS = "fedsim.models"
+
+
+def entry_point_names() -> list[str]:
+    """Names registered under the ``fedsim.models`` entry-point group (reading
+    the installed packages' metadata; nothing is imported)."""
+    return sorted(ep.name for ep in entry_points(group=MODEL_ENTRY_POINTS))
 
 
 class PretrainConfig(Section):

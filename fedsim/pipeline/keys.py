@@ -14,8 +14,9 @@ pretrain      data key, ``model``, ``pretrain`` without ``iterations`` (`pretrai
 method start  kind, ``model``, ``seed``; + the pretrain key where the kind uses the
               ticket; + the level (layer-wise) or the method section (global)
               where it prunes (`method_key`)
-system        `system_facts` (model version, ``system``, the trace file's bytes,
-              ``rounds.max``, ``seed``, ``fl.local_epochs`` when not 5) + the
+system        `system_facts` (model version, ``system``, the trace file's bytes, the session file's,
+              ``rounds.max``, ``seed``, ``fl.local_epochs`` when not 5, ``model``
+              when not LeNet-300-100: compute scales with its FLOPs) + the
               payload and work fraction (from the mask) + the samples per client
               (`system_key`)
 train         data key, ``fl``, the method key, the participation (``"all"``
@@ -163,6 +164,40 @@ def trace_sha256(scenario: Scenario, base_dir: Path | None) -> str | None:
     return store.sha256_file(trace_path) if trace_path.exists() else str(trace_path)
 
 
+def _simulated_system(scenario: Scenario) -> dict[str, Any]:
+    """``section_key`` of the ``system`` section without ``energy``: energy is
+    computed from the cached timeline after the simulation, which never reads
+    it, so a new power model re-simulates nothing."""
+    section = config.section_key(scenario.system)
+    section.pop("energy", None)
+    return section
+
+
+def sessions_sha256(scenario: Scenario, base_dir: Path | None) -> str | None:
+    """The SHA-256 of the session CSV (``system.clients.sessions`` naming a
+    file), its path where it does not exist, or None (no sessions, or the
+    diurnal generator, whose settings are in the ``system`` section)."""
+    sessions = scenario.system.clients.sessions
+    if not isinstance(sessions, str):
+        return None
+    path = Path(sessions)
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    return store.sha256_file(path) if path.exists() else str(path)
+
+
+def bandwidth_trace_sha256(scenario: Scenario, base_dir: Path | None) -> str | None:
+    """The SHA-256 of the bandwidth time-series CSV (``system.clients.dynamics``
+    with ``model: trace``), its path where it does not exist, or None."""
+    dynamics = scenario.system.clients.dynamics
+    if dynamics is None or dynamics.trace is None:
+        return None
+    path = Path(dynamics.trace)
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    return store.sha256_file(path) if path.exists() else str(path)
+
+
 def system_facts(scenario: Scenario, base_dir: Path | None) -> dict[str, Any]:
     """The config-level part of the system key: everything the simulation reads
     but the mask (payload, work) and the samples per client. Shared by
@@ -171,15 +206,27 @@ def system_facts(scenario: Scenario, base_dir: Path | None) -> dict[str, Any]:
     facts: dict[str, Any] = {
         "stage": "system",
         "model": SYSTEM_MODEL_VERSION,
-        "system": config.section_key(scenario.system),
+        "system": _simulated_system(scenario),
         "trace_sha256": trace_sha256(scenario, base_dir),
         "rounds": scenario.rounds.max,
         "seed": scenario.seed,
     }
+    # sessions decide availability; only present with a session file, so older keys stay
+    sessions = sessions_sha256(scenario, base_dir)
+    if sessions is not None:
+        facts["sessions_sha256"] = sessions
+    # a bandwidth time series (system.clients.dynamics.trace): its bytes key the simulation
+    bandwidth = bandwidth_trace_sha256(scenario, base_dir)
+    if bandwidth is not None:
+        facts["bandwidth_trace_sha256"] = bandwidth
     # compute time scales with the epochs; the reference's 5 is left out, as
     # section_key leaves defaults out, so entries written before epochs counted stay valid
     if scenario.fl.local_epochs != system_payload.REFERENCE_EPOCHS:
         facts["local_epochs"] = scenario.fl.local_epochs
+    # compute time scales with the model's FLOPs per sample (`fedsim.learn.zoo.ModelSpec.
+    # compute_scale`), a function of the model section; LeNet-300-100 (scale 1) is left out
+    if not scenario.model.is_reference:
+        facts["compute_model"] = config.section_key(scenario.model)
     return facts
 
 

@@ -20,6 +20,7 @@ from fedsim.learn import methods as learn_methods
 from fedsim.learn.masks import Mask
 from fedsim.learn.spec import MethodConfig
 from fedsim.learn.trace import TrainingTrace
+from fedsim.learn.zoo import ModelSpec
 from fedsim.pipeline.data import DataCache, prepare_data
 from fedsim.pipeline.keys import device_type, method_error, needed_iterations, pretrain_key
 from fedsim.pipeline.policy import RunPolicy
@@ -77,6 +78,27 @@ class Timer:
 def all_clients(participation: list[np.ndarray], n_clients: int) -> bool:
     """True when every one of ``n_clients`` clients was aggregated in every round."""
     return all(len(p) == n_clients for p in participation)
+
+
+def resolve_model(scenario: Scenario) -> ModelSpec | None:
+    """The scenario's classifier (`fedsim.learn.zoo.resolve`: imports and checks
+    a factory), or None for LeNet-300-100, which the hand-written kernel
+    trains from the pre-training ticket's θ0.
+
+    Raises:
+        InputError: a factory that cannot be imported or built, or whose model
+            does not fit the data (naming ``model.factory`` and the module).
+    """
+    if scenario.model.is_reference:
+        return None
+    from fedsim.learn.zoo import resolve
+
+    return resolve(scenario.model, scenario.seed)
+
+
+def model_start(model: ModelSpec) -> learn_methods.Start:
+    """The start of the dense method on ``model``: its θ0 and an all-ones mask."""
+    return learn_methods.Start(model.initial_params(), Mask.dense(model.layout.shapes))
 
 
 def run_work(scenario: Scenario, iterations: int) -> dict[str, float]:
@@ -142,6 +164,13 @@ def compute(scenario: Scenario, *, base_dir: Path | None = None, force: bool = F
     timer = timer or Timer()
     device = torch.device(device_type(scenario))
     continued = source_device(scenario, policy)
+    model = resolve_model(scenario)  # a bad factory stops here, before any stage
+    from fedsim.system.availability import check_sessions
+
+    check_sessions(scenario.system.clients.sessions, scenario.data.partition.num_clients, base_dir)
+    from fedsim.system.cells import check_links  # a bad bandwidth trace stops here too
+
+    check_links(scenario.system, scenario.data.partition.num_clients, base_dir)
     with timer.stage("data"):
         data = prepare_data(scenario, data_cache)
     log.info("data: %s, %d clients (%d-%d samples), %d unlabeled, %d test",
@@ -152,25 +181,29 @@ def compute(scenario: Scenario, *, base_dir: Path | None = None, force: bool = F
     # one line over the whole run: every pre-training epoch and every method's rounds
     with Progress("scenario", run_work(scenario, iterations), enabled=policy.progress) as bar:
         with timer.stage("pretrain"):
-            ticket = pretrain_stage(scenario, data, iterations, device, policy=policy, bar=bar)
+            # models other than LeNet-300-100 have no DAE, hence only dense methods (validated)
+            ticket = (pretrain_stage(scenario, data, iterations, device, policy=policy, bar=bar)
+                      if model is None else None)
 
         results: dict[str, MethodResult] = {}
         keys: dict[str, str] = {"pretrain": pretrain_key(scenario)}
         for label, method in scenario.methods.items():
             try:
-                start = learn_methods.build(method, ticket, seed=scenario.seed)
+                start = (learn_methods.build(method, ticket, seed=scenario.seed) if model is None
+                         else model_start(model))
             except ValueError as exc:
                 raise method_error(scenario, method, exc) from None
             with timer.stage("system"):
-                system, payload, work = system_stage(scenario, start.mask, data.client_samples,
-                                                     base_dir, policy=policy)
+                system, payload, work = system_stage(
+                    scenario, start.mask, data.client_samples, base_dir, policy=policy,
+                    compute_scale=1.0 if model is None else model.compute_scale)
             participation = (None if all_clients(system.participation, data.clients.num_clients)
                              else system.participation)
             entry, source = train_entry(scenario, method, participation, device, continued)
             keys[f"train/{label}"] = entry.key
             with timer.stage("train"):
                 trace = train_stage(scenario, label, start.params, start.mask, data, participation,
-                                    device, entry, source, policy=policy, bar=bar)
+                                    device, entry, source, policy=policy, bar=bar, model=model)
             last = trace.rounds.iloc[-1] if trace.num_rounds else None
             log.info("%s: P_R %.4f, %d rounds, final accuracy %s, %.1f MB per round", label,
                      start.mask.remaining_rate, trace.num_rounds,
@@ -192,12 +225,23 @@ def compute(scenario: Scenario, *, base_dir: Path | None = None, force: bool = F
 
 def join(scenario: Scenario, results: dict[str, MethodResult]
          ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """rounds.csv, metrics.csv and the timeline of all methods."""
+    """rounds.csv, metrics.csv and the timeline of all methods.
+
+    Energy (``system.energy``) is computed here from each cached timeline
+    (`fedsim.system.energy`), so it enters no cache key: rounds.csv gets
+    ``ENERGY_ROUNDS_COLUMNS`` last, metrics.csv ``eta_j``, the timeline the
+    per-client joules (``CLIENT_ENERGY_COLUMNS``) after its own columns."""
+    from fedsim.system import energy as system_energy
+
     frames, timelines, info = [], [], {}
     for label, result in results.items():
         n = result.trace.num_rounds
         sys_rounds = result.system.rounds.iloc[:n].reset_index(drop=True)
         trace = result.trace.rounds
+        timeline = result.system.timeline
+        timeline = timeline[timeline["round"] <= n].reset_index(drop=True)
+        joules = system_energy.energy_frame(timeline, scenario.system.energy)
+        per_round = system_energy.round_energy(joules, timeline["selected"], n)
         frames.append(pd.DataFrame({
             "method": label,
             "round": trace["round_num"].to_numpy(),
@@ -212,9 +256,10 @@ def join(scenario: Scenario, results: dict[str, MethodResult]
             "mean_upload_s": sys_rounds["mean_upload_s"].to_numpy(dtype=float),
             "mean_wait_s": sys_rounds["mean_wait_s"].to_numpy(dtype=float),
             "max_compute_s": sys_rounds["max_compute_s"].to_numpy(dtype=float),
+            "round_energy_j": per_round["round_energy_j"].to_numpy(),
+            "mean_client_energy_j": per_round["mean_client_energy_j"].to_numpy(),
         }))
-        timeline = result.system.timeline
-        timeline = timeline[timeline["round"] <= n]
+        timeline = pd.concat([timeline, joules.drop(columns=["round", "client_id"])], axis=1)
         timelines.append(timeline.assign(method=label)[["method", *timeline.columns]])
         info[label] = {"remaining_rate": result.mask.remaining_rate,
                        "params": result.payload.sent_params}

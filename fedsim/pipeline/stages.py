@@ -177,9 +177,15 @@ def payload_and_work(scenario: Scenario, mask: Mask) -> tuple[system_payload.Pay
 
 def system_stage(scenario: Scenario, mask: Mask, client_samples: np.ndarray,
                  base_dir: Path | None, *, policy: RunPolicy = DEFAULT_POLICY,
+                 compute_scale: float = 1.0,
                  ) -> tuple[SystemResult, system_payload.Payload, float]:
     """Simulate the rounds of one method (its payload and work fraction), or
-    read the simulation from the cache; (result, payload, work fraction)."""
+    read the simulation from the cache; (result, payload, work fraction).
+    ``compute_scale``: the model's training FLOPs per sample relative to
+    LeNet-300-100's, the workload ``t_comp_full`` is given for
+    (`fedsim.learn.zoo.ModelSpec.compute_scale`; 1 for LeNet-300-100); it
+    multiplies the simulated compute times (the key holds the model section
+    instead: `fedsim.pipeline.keys.system_facts`)."""
     payload, work = payload_and_work(scenario, mask)
     entry = store.CacheEntry("system", system_key(scenario, payload, work, client_samples, base_dir))
     if not policy.force and entry.valid():
@@ -187,7 +193,7 @@ def system_stage(scenario: Scenario, mask: Mask, client_samples: np.ndarray,
         if cached is not None:
             return cached, payload, work
     result = simulate(scenario.system, client_samples=client_samples, payload=payload,
-                      work_fraction=work, rounds=scenario.rounds.max, seed=scenario.seed,
+                      work_fraction=work * compute_scale, rounds=scenario.rounds.max, seed=scenario.seed,
                       local_epochs=scenario.fl.local_epochs, base_dir=base_dir)
     with entry.staged() as staging:
         save_result(result, staging.path)

@@ -194,7 +194,8 @@ class Checkpointer:
 def train_stage(scenario: Scenario, label: str, start_params: Any, mask: Mask, data: Data,
                 participation: list[np.ndarray] | None, device: torch.device,
                 entry: store.CacheEntry, source: store.CacheEntry | None = None, *,
-                policy: RunPolicy = DEFAULT_POLICY, bar: Progress | None = None) -> TrainingTrace:
+                policy: RunPolicy = DEFAULT_POLICY, bar: Progress | None = None,
+                model: Any = None) -> TrainingTrace:
     """FedAvg for ``rounds.max`` rounds (or until every target is reached when
     ``rounds.stop_when_reached``) on ``device``, resuming from the checkpoint
     in ``entry`` or, where it has none, continuing the run in ``source`` (on
@@ -202,7 +203,8 @@ def train_stage(scenario: Scenario, label: str, start_params: Any, mask: Mask, d
     `TrainingTrace.segments` say which device computed which rounds.
     ``bar``: the run's progress, told of every round (``train`` units of
     `cost.round_s`); cached rounds, and rounds not run because the targets
-    were reached, are skipped.
+    were reached, are skipped. ``model``: the classifier
+    (`fedsim.learn.zoo.ModelSpec`; None: LeNet-300-100, the hand-written kernel).
 
     Raises:
         InputError: ``policy.cached_only`` and no round is cached; or the
@@ -247,7 +249,7 @@ def train_stage(scenario: Scenario, label: str, start_params: Any, mask: Mask, d
     try:
         new = train(start_params, mask, data.clients, (data.test_x, data.test_y), scenario.fl,
                     seed=scenario.seed, rounds=wanted, participation=participation, device=device,
-                    start=state, on_round=on_round, stop=stop)
+                    start=state, on_round=on_round, stop=stop, model=model)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (cli.main): keep every finished round
         if saver.interrupted():
             log.warning("%s: interrupted; checkpoint written at round %d", label, saver.saved_round)

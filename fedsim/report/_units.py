@@ -39,6 +39,14 @@ _BIT_RATE_UNITS: tuple[tuple[str, float], ...] = (
 )
 
 
+_ENERGY_UNITS: tuple[tuple[str, float], ...] = (
+    ("J", 1.0),
+    ("kJ", 1e3),
+    ("MJ", 1e6),
+    ("GJ", 1e9),
+)
+
+
 def is_missing(value: object) -> bool:
     """True for None and for numbers that are NaN or infinite."""
     if value is None:
@@ -77,6 +85,28 @@ def format_bytes(n_bytes: float | None, decimals: int = 1) -> str:
     # 999.96 MB rounds to "1000.0 MB": say "1.0 GB" instead.
     if round(abs(value) / scale, decimals) >= 1000 and index + 1 < len(_BYTE_UNITS):
         name, scale = _BYTE_UNITS[index + 1]
+    return f"{value / scale:.{decimals}f} {name}"
+
+
+def energy_unit(joules: float) -> tuple[str, float]:
+    """The largest of J, kJ, MJ, GJ not above ``abs(joules)``: ``("kJ", 1e3)``
+    (for an axis: pass its largest value)."""
+    magnitude = abs(float(joules)) if not is_missing(joules) else 0.0
+    chosen = _ENERGY_UNITS[0]
+    for name, scale in _ENERGY_UNITS:
+        if magnitude >= scale:
+            chosen = (name, scale)
+    return chosen
+
+
+def format_joules(joules: float | None, decimals: int = 1) -> str:
+    """Energy with one unit: 12.3 -> "12.3 J", 45678 -> "45.7 kJ" (missing: "—")."""
+    if is_missing(joules):
+        return MISSING
+    value = float(joules)  # type: ignore[arg-type]
+    name, scale = energy_unit(value)
+    if round(abs(value) / scale, decimals) >= 1000 and name != _ENERGY_UNITS[-1][0]:
+        name, scale = _ENERGY_UNITS[[u for u, _ in _ENERGY_UNITS].index(name) + 1]
     return f"{value / scale:.{decimals}f} {name}"
 
 

@@ -7,7 +7,10 @@ process of one round; ``federated_training`` runs the rounds back to back.
 One round r (details and a worked example: docs/network-model.md):
 
 1. availability: client k is available with probability ``availability[k]``
-   (stream ``rng(seed, "round", r, "availability")``, one draw per client);
+   (stream ``rng(seed, "round", r, "availability")``, one draw per client)
+   and, with sessions (``system.clients.sessions``), only while online at the
+   round's start; a selected client whose session ends before it has sent its
+   update quits then (reason ``offline``; `fedsim.system.availability`);
 2. selection: m = the wanted participants; the server selects
    ceil(m (1 + overcommit)) available clients uniformly (stream ``"selection"``;
    all available ones if fewer);
@@ -38,23 +41,24 @@ clients with their phase times, and unselected ones with ``selected=False``
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import simpy
 
-from fedsim import seeding
 from fedsim.progress import Progress
 from fedsim.store import atomic_write
 from fedsim.store.artifacts import SYSTEM_FILES
-from fedsim.system.frames import PHASE_TIME_COLUMNS, SIM_ROUND_COLUMNS, TIMELINE_COLUMNS
-from fedsim.system.links import SharedLink
-from fedsim.system.payload import REFERENCE_EPOCHS, Payload, work_units
+from fedsim.system.availability import load_sessions, stop_flows
+from fedsim.system.cells import PathLinks
+from fedsim.system.frames import SIM_ROUND_COLUMNS, TIMELINE_COLUMNS
+from fedsim.system.links import SharedLink, fluid_schedule
+from fedsim.system.payload import REFERENCE_EPOCHS, Payload
 from fedsim.system.profiles import ClientProfiles, draw_profiles
+from fedsim.system.round_plan import DROP_REASONS, Recorder, RoundPlan
 from fedsim.system.spec import ServerSpec, SystemConfig
 
 __all__ = [
@@ -70,8 +74,7 @@ __all__ = [
     "synchronous_round",
 ]
 
-DROP_REASONS = ("", "unavailable", "dropout", "deadline", "overcommit")
-_KEPT, _UNAVAILABLE, _DROPOUT, _DEADLINE, _OVERCOMMIT = range(5)
+_KEPT, _UNAVAILABLE, _DROPOUT, _DEADLINE, _OVERCOMMIT, _OFFLINE = range(6)
 
 
 @dataclass(frozen=True)
@@ -146,99 +149,8 @@ class Server:
         self.rounds_done += 1
 
 
-class _Plan:
-    """Everything a round needs that does not change between rounds."""
-
-    def __init__(
-        self,
-        system: SystemConfig,
-        profiles: ClientProfiles,
-        client_samples: np.ndarray,
-        payload: Payload,
-        work_fraction: float,
-        seed: int,
-        local_epochs: int,
-    ) -> None:
-        compute = system.compute
-        self.n_clients = len(profiles)
-        self.profiles = profiles
-        self.payload = payload
-        self.seed = seed
-        self.half_rtt_s = profiles.rtt_s / 2.0
-        self.compute_s = (
-            compute.t_comp_full * work_fraction
-            * work_units(client_samples, local_epochs, compute.reference_samples) / profiles.speed
-        )
-        self.kept_target = system.rounds.kept_count(self.n_clients)
-        self.select_target = system.rounds.selected_count(self.n_clients)
-        self.deadline_s = system.rounds.deadline
-        self.dropout = system.rounds.dropout
-        self.all_available = bool((profiles.availability >= 1.0).all())
-        self._everyone = np.ones(self.n_clients, dtype=bool)
-        self._everyone.setflags(write=False)
-
-    def available(self, round_num: int) -> np.ndarray:
-        if self.all_available:
-            return self._everyone
-        draws = seeding.rng(self.seed, "round", round_num, "availability").random(self.n_clients)
-        return draws < self.profiles.availability
-
-    def select(self, round_num: int, available: np.ndarray) -> np.ndarray:
-        candidates = np.flatnonzero(available)
-        if candidates.size <= self.select_target:
-            return candidates
-        chosen = seeding.rng(self.seed, "round", round_num, "selection").choice(
-            candidates, size=self.select_target, replace=False
-        )
-        return np.sort(chosen)
-
-    def dropouts(self, round_num: int, selected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(quits, moment in [0, 1) of the computation) for the selected clients;
-        drawn for all K clients so a client's fate does not depend on who else
-        was selected."""
-        if self.dropout <= 0:
-            return np.zeros(selected.size, dtype=bool), np.zeros(selected.size)
-        stream = seeding.rng(self.seed, "round", round_num, "dropout")
-        quits = stream.random(self.n_clients) < self.dropout
-        moment = stream.random(self.n_clients)
-        return quits[selected], moment[selected]
-
-
-class _Recorder:
-    """Column arrays of the timeline (preallocated, K rows per round) and the
-    per-round records; a DataFrame is built once at the end."""
-
-    def __init__(self, n_clients: int, rounds: int) -> None:
-        rows = n_clients * rounds
-        self.n_clients = n_clients
-        self.cols: dict[str, np.ndarray] = {
-            "round": np.repeat(np.arange(1, rounds + 1, dtype=np.int64), n_clients),
-            "client_id": np.tile(np.arange(n_clients, dtype=np.int64), rounds),
-            "selected": np.zeros(rows, dtype=bool),
-            "kept": np.zeros(rows, dtype=bool),
-            "drop_reason": np.zeros(rows, dtype=np.int8),
-            **{name: np.full(rows, np.nan) for name in PHASE_TIME_COLUMNS},
-            "down_bytes": np.zeros(rows),
-            "up_bytes": np.zeros(rows),
-            "compute_s": np.zeros(rows),
-        }
-        self.round_rows: list[tuple[Any, ...]] = []
-        self.participation: list[np.ndarray] = []
-
-    def timeline(self) -> pd.DataFrame:
-        cols = dict(self.cols)
-        cols["drop_reason"] = np.array(DROP_REASONS, dtype=object)[cols["drop_reason"]]
-        return pd.DataFrame(cols, columns=list(TIMELINE_COLUMNS))
-
-    def rounds(self) -> pd.DataFrame:
-        frame = pd.DataFrame(self.round_rows, columns=list(SIM_ROUND_COLUMNS))
-        for name in ("round", "available", "selected", "participants"):
-            frame[name] = frame[name].astype(np.int64)
-        return frame
-
-
 def synchronous_round(
-    env: simpy.Environment, server: Server, plan: _Plan, round_num: int, record: _Recorder
+    env: simpy.Environment, server: Server, plan: RoundPlan, round_num: int, record: Recorder
 ) -> Iterator[simpy.Event]:
     """Process: one synchronous round (module docstring, steps 1-7).
 
@@ -250,12 +162,12 @@ def synchronous_round(
     absolute clock); the timeline stores absolute times.
     """
     t0 = env.now
-    available = plan.available(round_num)
+    available = plan.available(round_num, t0)
     selected = plan.select(round_num, available)
     n = selected.size
     base = (round_num - 1) * plan.n_clients
     cols = record.cols
-    if not plan.all_available:
+    if not plan.all_available or plan.sessions is not None:
         cols["drop_reason"][base + np.flatnonzero(~available)] = _UNAVAILABLE
     deadline = plan.deadline_s if plan.deadline_s is not None else math.inf
 
@@ -270,34 +182,53 @@ def synchronous_round(
 
         # download: every flow starts now on the server's egress
         down_size = float(plan.payload.down_bytes_in_round(round_num))
-        down = server.egress.transfer_all(
+        down = (server.egress.transfer_all if plan.paths is None else plan.paths.bind("downlink", t0, selected))(
             np.zeros(n), np.full(n, down_size), plan.profiles.downlink_bps[selected], until_s=deadline
         )
+        off = plan.offline_at(t0, selected)  # a client going offline stops its flows there
+        stopped = np.zeros(n, dtype=bool)
+        if plan.sessions is not None:
+            again = (plan.paths.bind("downlink", t0, selected) if plan.paths is not None else
+                     lambda s, z, c, until_s: fluid_schedule(s, z, c, server.egress.capacity_bps, until_s=until_s))
+            down, stopped = stop_flows(down, off, lambda size: again(
+                np.zeros(n), size, plan.profiles.downlink_bps[selected], until_s=deadline))
         has_model = down.end_s + half_rtt  # inf if the download did not finish
+        has_model[stopped | (off < has_model)] = math.inf  # offline before holding the model
 
         # compute, and who quits during it
         quits, moment = plan.dropouts(round_num, selected)
         compute_end = has_model + compute_s
         drop_at = np.where(quits, has_model + moment * compute_s, math.inf)
+        offline = off < np.minimum(compute_end, drop_at)  # gone before computing ended: quits
+        quits = quits | offline
+        drop_at = np.where(offline, off, drop_at)
 
         # upload: the client sends from the end of its computation; the ingress is
         # the flow's last hop, which its bytes reach rtt/2 later (the mirror of a
         # download, whose first hop is the egress)
         uploads = ~quits & (compute_end < deadline)
         up_size = float(plan.payload.up_bytes_in_round(round_num))
-        up = server.ingress.transfer_all(
+        up = (server.ingress.transfer_all if plan.paths is None
+              else plan.paths.bind("uplink", t0, selected[uploads]))(
             compute_end[uploads] + half_rtt[uploads], np.full(int(uploads.sum()), up_size),
             plan.profiles.uplink_bps[selected][uploads], until_s=deadline,
         )
-        arrival_raw = np.full(n, math.inf)  # the update is at the server
+        offline_up = np.zeros(n, dtype=bool)  # offline while sending: stops at the ingress rtt/2 later
+        if plan.sessions is not None and uploads.any():
+            again = (plan.paths.bind("uplink", t0, selected[uploads]) if plan.paths is not None else
+                     lambda s, z, c, until_s: fluid_schedule(s, z, c, server.ingress.capacity_bps, until_s=until_s))
+            up, offline_up[uploads] = stop_flows(up, off[uploads] + half_rtt[uploads], lambda size: again(
+                compute_end[uploads] + half_rtt[uploads], size, plan.profiles.uplink_bps[selected][uploads],
+                until_s=deadline))
+        arrival_raw = np.full(n, math.inf)  # the update is at the server (cut: the flow's end)
         arrival_raw[uploads] = up.end_s
-        arrival = np.where(arrival_raw <= deadline, arrival_raw, math.inf)  # in time
+        arrival = np.where((arrival_raw <= deadline) & ~offline_up, arrival_raw, math.inf)  # in time
 
         # collection ends: deadline, the m-th arrival, or nobody left to wait for
         m_keep = min(plan.kept_target, n)
         order = np.argsort(arrival, kind="stable")  # ties: lower client id first
         mth_arrival = arrival[order[m_keep - 1]]
-        everyone_done = np.where(quits, drop_at, arrival).max()
+        everyone_done = np.where(quits, drop_at, np.where(offline_up, arrival_raw, arrival)).max()
         collect_end = float(min(deadline, mth_arrival, everyone_done))
         cut_code = _OVERCOMMIT if (n > m_keep and mth_arrival == collect_end) else _DEADLINE
 
@@ -305,9 +236,10 @@ def synchronous_round(
         first = order[:m_keep]
         kept[first[arrival[first] <= collect_end]] = True
         reason = np.where(kept, _KEPT, np.where(quits & (drop_at <= collect_end), _DROPOUT, cut_code))
+        reason[(offline & (drop_at <= collect_end)) | (offline_up & (arrival_raw <= collect_end))] = _OFFLINE
 
         # what each client did up to the cut (kept clients finished everything)
-        download_s = np.minimum(has_model, collect_end)
+        download_s = np.minimum(np.minimum(has_model, off), collect_end)
         computing = has_model <= collect_end
         compute_stop = np.minimum(np.where(quits, drop_at, compute_end), collect_end)
         uploading = uploads & (compute_end <= collect_end)
@@ -361,7 +293,7 @@ def synchronous_round(
 
 
 def federated_training(
-    env: simpy.Environment, server: Server, plan: _Plan, rounds: int, record: _Recorder,
+    env: simpy.Environment, server: Server, plan: RoundPlan, rounds: int, record: Recorder,
     progress: bool = False,
 ) -> Iterator[simpy.Event]:
     """Process: ``rounds`` synchronous rounds back to back."""
@@ -382,6 +314,7 @@ def simulate(
     local_epochs: int = REFERENCE_EPOCHS,
     base_dir: Path | None = None,
     progress: bool = False,
+    given_participants: Sequence[np.ndarray] | None = None,
 ) -> SystemResult:
     """Simulate ``rounds`` synchronous FL rounds of K = len(client_samples) clients.
 
@@ -402,6 +335,9 @@ def simulate(
         base_dir: where relative trace paths are resolved (the scenario's
             directory).
         progress: show a progress bar.
+        given_participants: round r selects exactly ``given_participants[r - 1]``
+            (client ids): every client available, none dropping out, all kept
+            unless the deadline or a session ending cuts them (`fedsim replay`).
 
     Raises:
         ValueError: bad arguments (no clients, negative samples or work, rounds < 1,
@@ -415,9 +351,15 @@ def simulate(
         raise ValueError(f"work_fraction must be finite and >= 0, got {work_fraction!r}")
     if int(rounds) != rounds or rounds < 1:
         raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
+    if given_participants is not None and len(given_participants) != rounds:
+        raise ValueError(f"given_participants holds {len(given_participants)} rounds, not {rounds}")
     profiles = draw_profiles(system.clients, samples.size, seed, base_dir)
-    plan = _Plan(system, profiles, samples, payload, float(work_fraction), seed, int(local_epochs))
-    record = _Recorder(samples.size, int(rounds))
+    sessions = load_sessions(system.clients.sessions, samples.size, seed, base_dir)
+    plan = RoundPlan(system, profiles, samples, payload, float(work_fraction), seed,
+                     int(local_epochs), sessions, given_participants)
+    if system.clients.dynamics is not None or system.cells:
+        plan.paths = PathLinks(system, profiles, seed, base_dir)
+    record = Recorder(samples.size, int(rounds))
     env = simpy.Environment()
     server = Server(env, system.server)
     env.process(federated_training(env, server, plan, int(rounds), record, progress))

@@ -19,6 +19,7 @@ system:
     speed: {dist: normal, mean: 1.0, std: 0.3, min: 0.2, max: 3.0}
     availability: 1.0
     trace: null                   # or "profiles.csv" (replaces the five above)
+    sessions: null                # or "sessions.csv" (online intervals), or {model: diurnal, ...}
   server:
     downlink: inf                 # server egress, shared by all clients' downloads
     uplink: inf                   # server ingress, shared by all clients' uploads
@@ -37,6 +38,9 @@ system:
     t_comp_full: "10 s"
     reference_samples: 400
     work: remaining_rate          # remaining_rate | flops | dense
+  energy:                         # read after the simulation (fedsim.system.energy_spec)
+    preset: lte                   # lte | wifi | 5g; each number overridable
+    compute_w: 2.0                # device power while training (W)
 ```
 
 A client attribute is a plain value (a constant) or a distribution:
@@ -58,6 +62,7 @@ from pydantic import Field, field_validator, model_validator
 
 from fedsim.errors import quote
 from fedsim.schema import Section
+from fedsim.system.availability_spec import DiurnalSpec, parse_sessions
 from fedsim.system.distributions import (
     BANDWIDTH,
     CLIENT_DOMAINS,
@@ -74,14 +79,18 @@ from fedsim.system.distributions import (
     parse_distribution,
     value_error,
 )
+from fedsim.system.energy_spec import EnergySpec
 
 __all__ = [
     "CLIENT_DOMAINS",
     "DISTRIBUTIONS",
+    "CellSpec",
     "ClientsSpec",
     "ComputeSpec",
     "Constant",
     "Distribution",
+    "DynamicsSpec",
+    "EnergySpec",
     "LogNormal",
     "Normal",
     "PayloadSpec",
@@ -91,6 +100,66 @@ __all__ = [
     "Uniform",
     "draw_range",
 ]
+
+
+class DynamicsSpec(Section):
+    """How client links change over simulated time (`fedsim.system.dynamics`).
+
+    ``model``: ``lte`` (the LTE preset of lognormal AR(1) variation around each
+    client's drawn link), ``lognormal_ar1`` (the same with ``sigma``, the
+    log-space standard deviation, ``correlation``, the lag-1 correlation in
+    [0, 1), and ``interval``, the seconds per step; for ``lte`` these override
+    the preset), or ``trace`` (a CSV of absolute capacities, ``trace``,
+    relative to the scenario's folder; ``unit`` for bare ``downlink``/
+    ``uplink`` columns, e.g. ``Mbps``).
+    """
+
+    model: Literal["lte", "lognormal_ar1", "trace"]
+    sigma: float | None = Field(default=None, ge=0.0)
+    correlation: float | None = Field(default=None, ge=0.0, lt=1.0)
+    interval: SIFloat | None = None
+    trace: str | None = None
+    unit: str | None = None
+
+    @field_validator("interval", mode="before")
+    @classmethod
+    def _interval(cls, raw: Any) -> float | None:
+        if raw is None:
+            return None
+        domain = Domain("duration", 0.0, False, math.inf, False)
+        return domain.check(raw, domain.parse(raw, ""), "")
+
+    @field_validator("unit")
+    @classmethod
+    def _unit(cls, unit: str | None) -> str | None:
+        if unit is not None:
+            BANDWIDTH.parse(f"1 {unit}", "unit ")
+        return unit
+
+    @model_validator(mode="after")
+    def _complete(self) -> DynamicsSpec:
+        ar1 = ("sigma", "correlation", "interval")
+        if self.model == "trace":
+            if self.trace is None or not self.trace.strip():
+                raise value_error("model 'trace' needs trace: <file.csv>")
+            given = [name for name in ar1 if getattr(self, name) is not None]
+            if given:
+                raise value_error(f"model 'trace' takes no {', '.join(given)}")
+        else:
+            if self.trace is not None or self.unit is not None:
+                raise value_error(f"model {self.model!r} takes no trace or unit (use model: trace)")
+            missing = [name for name in ar1 if getattr(self, name) is None]
+            if self.model == "lognormal_ar1" and missing:
+                raise value_error(f"model 'lognormal_ar1' needs {', '.join(missing)}")
+        return self
+
+    def ar1(self) -> tuple[float, float, float]:
+        """(sigma, correlation, interval_s), the LTE preset filling gaps."""
+        from fedsim.system.dynamics import LTE_PRESET
+
+        return (LTE_PRESET["sigma"] if self.sigma is None else self.sigma,
+                LTE_PRESET["correlation"] if self.correlation is None else self.correlation,
+                LTE_PRESET["interval"] if self.interval is None else self.interval)
 
 
 class ClientsSpec(Section):
@@ -115,6 +184,10 @@ class ClientsSpec(Section):
     speed: Distribution = Constant(value=1.0)
     availability: Distribution = Constant(value=1.0)
     trace: str | None = None
+    dynamics: DynamicsSpec | None = None
+    #: when each client is online: None, a CSV of intervals, or a diurnal
+    #: generator (`fedsim.system.availability_spec`, docs/network-model.md)
+    sessions: str | DiurnalSpec | None = None
 
     @field_validator("downlink", "uplink", "rtt", "speed", "availability", mode="before")
     @classmethod
@@ -127,6 +200,8 @@ class ClientsSpec(Section):
         if draw_range(dist, "availability")[1] <= 0:
             raise value_error("every client's availability is 0: no client could ever be selected")
         return dist
+
+    _sessions = field_validator("sessions", mode="before")(classmethod(lambda cls, raw: parse_sessions(raw)))
 
     @field_validator("trace")
     @classmethod
@@ -146,6 +221,17 @@ class ClientsSpec(Section):
                 f"trace {self.trace!r} gives every client's {', '.join(CLIENT_DOMAINS)}; "
                 f"remove {', '.join(clashing)} (or the trace)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _trace_replaces_links(self) -> ClientsSpec:
+        if self.dynamics is None or self.dynamics.model != "trace":
+            return self
+        defaults = type(self)()
+        clashing = [name for name in ("downlink", "uplink") if getattr(self, name) != getattr(defaults, name)]
+        if clashing:
+            raise value_error(f"dynamics.trace {self.dynamics.trace!r} gives every client's downlink and "
+                              f"uplink over time; remove {', '.join(clashing)}")
         return self
 
     def attribute(self, name: str) -> Distribution:
@@ -300,18 +386,54 @@ class ComputeSpec(Section):
     )
 
 
+class CellSpec(Section):
+    """A cell (or access point) between its clients and the server's link:
+    ``capacity_down`` carries its clients' downloads, ``capacity_up`` their
+    uploads (bits/s, > 0; ``inf`` for no limit)."""
+
+    capacity_down: SIFloatOrInf = math.inf
+    capacity_up: SIFloatOrInf = math.inf
+
+    _links = field_validator("capacity_down", "capacity_up", mode="before")(_quantity_validator(BANDWIDTH))
+
+
 class SystemConfig(Section):
-    """The whole ``system:`` section. Defaults: the paper's idealised setting."""
+    """The whole ``system:`` section. Defaults: the paper's idealised setting.
+
+    ``cells``: named cells (`CellSpec`); none by default (clients reach the
+    server's link directly). ``cell_assignment``: ``round_robin`` (client k in
+    the (k mod C)-th cell, in the order written) or ``{cell: fraction}``
+    (contiguous blocks of client ids, sizes by largest remainder).
+    """
 
     clients: ClientsSpec = ClientsSpec()
+    cells: dict[str, CellSpec] = Field(default_factory=dict)
+    cell_assignment: Literal["round_robin"] | dict[str, float] = "round_robin"
     server: ServerSpec = ServerSpec()
     rounds: RoundsSpec = RoundsSpec()
     payload: PayloadSpec = PayloadSpec()
     compute: ComputeSpec = ComputeSpec()
+    energy: EnergySpec = EnergySpec()  # read after the simulation only (fedsim.system.energy)
+
+    @model_validator(mode="after")
+    def _assignment_names_cells(self) -> SystemConfig:
+        if isinstance(self.cell_assignment, str):
+            return self
+        if not self.cells:
+            raise value_error("cell_assignment names cells, but system.cells is empty")
+        unknown = [name for name in self.cell_assignment if name not in self.cells]
+        if unknown:
+            raise value_error(f"cell_assignment: no cell {quote(unknown[0])}; cells: {', '.join(self.cells)}")
+        fractions = list(self.cell_assignment.values())
+        if min(fractions) < 0 or not math.isclose(sum(fractions), 1.0, abs_tol=1e-9):
+            raise value_error(f"cell_assignment: fractions {quote(fractions)} must be >= 0 and sum to 1")
+        return self
 
     def timing_decides_participation(self) -> bool:
         """True when who is aggregated depends on times (a deadline or
         over-commit); otherwise participation depends only on availability,
         selection and dropout draws, and one cached participation serves every
         network and device setting."""
-        return self.rounds.deadline is not None or self.rounds.overcommit > 0
+        # sessions: a client leaves when its session ends, which times decide
+        return (self.rounds.deadline is not None or self.rounds.overcommit > 0
+                or self.clients.sessions is not None)

@@ -27,7 +27,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 from matplotlib.transforms import blended_transform_factory
 
-from fedsim.report._units import byte_unit, format_target, time_unit
+from fedsim.report._units import byte_unit, energy_unit, format_target, time_unit
 from fedsim.report.methods import MethodStyle
 from fedsim.report.scenario.tables import BREAKDOWN_COLUMNS
 from fedsim.report.style import (
@@ -61,6 +61,12 @@ ACCURACY_AXES: dict[str, tuple[str, str, str, str]] = {
         "seconds",
         "Accuracy vs wall-clock time (TTA curve)",
     ),
+    "energy": (
+        "cum_energy_j",
+        "Cumulative client energy (all clients)",
+        "joules",
+        "Accuracy vs energy (ETA curve)",
+    ),
 }
 
 
@@ -69,6 +75,8 @@ def _unit(kind: str, largest: float) -> tuple[str, float]:
         return byte_unit(largest)
     if kind == "seconds":
         return time_unit(largest)
+    if kind == "joules":
+        return energy_unit(largest)
     return ("", 1.0)
 
 
@@ -134,7 +142,8 @@ def accuracy_curve(
     log_x: bool | None = None,
 ) -> Figure:
     """Test accuracy (%) of each method against ``x`` ("round", "traffic",
-    "compute" or "wallclock"; see ``ACCURACY_AXES``).
+    "compute", "wallclock" or "energy" (needs rounds.csv's ``cum_energy_j``);
+    see ``ACCURACY_AXES``).
 
     Byte axes are in decimal kB/MB/GB/TB and time axes in s/min/h/d, the unit
     chosen from the largest value. Every target is a dashed line, every

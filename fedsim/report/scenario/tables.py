@@ -39,6 +39,7 @@ from fedsim.report._units import (
     MISSING,
     format_bytes,
     format_count,
+    format_joules,
     format_percent,
     format_rate,
     format_relative,
@@ -88,6 +89,10 @@ def _diff_seconds(value: float, ref: float) -> str:
     return format_signed(format_seconds(abs(value - ref)), value < ref)
 
 
+def _diff_joules(value: float, ref: float) -> str:
+    return format_signed(format_joules(abs(value - ref)), value < ref)
+
+
 def _diff_rate(value: float, ref: float) -> str:
     return format_signed(f"{abs(value - ref):.3g}", value < ref)
 
@@ -105,8 +110,10 @@ class _Column:
     relative: bool  # append the relative difference in percent
 
 
-def _columns(target: float) -> list[_Column]:
+def _columns(target: float, energy: bool = False) -> list[_Column]:
+    """Table I's columns at ``target``; ``energy``: add ETA@x after TTA@x."""
     at = format_target(target)
+    eta = [_Column("eta_j", f"ETA@{at}", format_joules, _diff_joules, True)] if energy else []
     return [
         _Column("remaining_rate", "P_R", format_rate, _diff_rate, False),
         _Column("params", "Params", format_count, _diff_count, True),
@@ -116,6 +123,7 @@ def _columns(target: float) -> list[_Column]:
         _Column("cca_bytes", f"CCA@{at}", format_bytes, _diff_bytes, True),
         _Column("cta_s", f"CTA@{at}", format_seconds, _diff_seconds, True),
         _Column("tta_s", f"TTA@{at}", format_seconds, _diff_seconds, True),
+        *eta,
         _Column("final_accuracy", "Final acc. (rounds run)", format_percent, _diff_accuracy, False),
     ]
 
@@ -201,7 +209,8 @@ def metrics_tables(
     ``metrics``), methods in ``style.order``.
 
     A target a method did not reach shows "not reached (best x % at round r)"
-    in its NRA cell and "—" for CCA, CTA and TTA.
+    in its NRA cell and "—" for CCA, CTA and TTA (and ETA, the energy to
+    accuracy, a column only where ``metrics`` has ``eta_j``).
     """
     require_columns(metrics, METRICS_COLUMNS, "metrics")
     metrics = with_float_columns(metrics, METRICS_COLUMNS[1:])
@@ -210,7 +219,7 @@ def metrics_tables(
     tables: list[Table] = []
     target_values = metrics["target_accuracy"].to_numpy(dtype=float)
     for target in targets:
-        columns = _columns(float(target))
+        columns = _columns(float(target), "eta_j" in metrics.columns)
         headers = ("Method", *(c.header for c in columns))
         at_target = metrics.loc[np.isclose(target_values, float(target), rtol=0.0, atol=1e-9)]
         rows: list[tuple[str, ...]] = []
@@ -281,6 +290,7 @@ DEFINITIONS = """\
 - **NRA@x**: the first round after which the global model's test accuracy is ≥ x.
 - **CCA@x**, **CTA@x**: traffic and per-round client computation time summed over rounds 1..NRA@x.
 - **TTA@x**: simulated wall-clock time from the start of round 1 to the end of round NRA@x (download, compute, upload, waiting, aggregation).
+- **ETA@x** (where computed): energy of all clients summed over rounds 1..NRA@x: training (device power x compute time) and radio (active transfers, tails, promotions; `system.energy`, docs/network-model.md "Energy"); 1 kJ = 10^3 J.
 - **Final acc.**: test accuracy after the last round; the number of rounds run in parentheses."""
 
 

@@ -35,6 +35,7 @@ from fedsim.report.pages import (
 )
 from fedsim.report.scenario import clients as C
 from fedsim.report.scenario import curves as F
+from fedsim.report.scenario import energy as E
 from fedsim.report.scenario.tables import BREAKDOWN_COLUMNS, metrics_tables, summary_markdown
 from fedsim.report.style import RC
 from fedsim.store import write_text
@@ -91,6 +92,9 @@ def write_report(
     round of the method with the most dropped clients); the ECDF of client
     round times; the metrics table. The Gantt chart and the ECDF need a
     non-empty ``timeline``; the breakdown needs the ``mean_*_s`` columns.
+    With energy (rounds.csv's ``cum_energy_j``, the timeline's
+    ``E.TIMELINE_ENERGY_COLUMNS``): accuracy vs cumulative energy (ETA) and
+    the per-client energy distribution.
 
     ``meta``: a `ScenarioReportInput` (or the old mapping with its fields).
     ``dpi`` applies to raster formats; ``log_x`` forces the accuracy curves'
@@ -128,6 +132,14 @@ def write_report(
                 lambda x=x: F.accuracy_curve(rounds, metrics, style, x, targets, log_x=log_x),
             )
         )
+    if "cum_energy_j" in rounds.columns:
+        builders.append(
+            (
+                "accuracy_vs_energy",
+                "Test accuracy vs cumulative client energy (ETA)",
+                lambda: F.accuracy_curve(rounds, metrics, style, "energy", targets, log_x=log_x),
+            )
+        )
     if all(c in rounds.columns for c in BREAKDOWN_COLUMNS):
         builders.append(
             (
@@ -153,6 +165,14 @@ def write_report(
                 lambda: C.round_time_distribution(timeline, style),
             )
         )
+        if all(c in timeline.columns for c in E.TIMELINE_ENERGY_COLUMNS):
+            builders.append(
+                (
+                    "client_energy",
+                    "Distribution of client energy",
+                    lambda: E.client_energy_distribution(timeline, style),
+                )
+            )
     if tables:
         builders.append(
             (

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from fedsim.report._units import MISSING, format_rate, format_seconds, format_target
+from fedsim.report._units import MISSING, format_joules, format_rate, format_seconds, format_target
 from fedsim.report.inputs import StudyReportInput
 from fedsim.report.markdown import markdown_table
 from fedsim.report.study.analysis import NOT_REACHED, Grid, Summary, facet_text, ranking_flips
@@ -27,6 +27,29 @@ def _format_cell(cell: Summary) -> str:
 
 
 
+def _energy_section(grid: Grid, axis_title: str, labels: Mapping[float, str], at: str,
+                    where: str) -> list[str]:
+    """The best configuration by ETA@x (joules of all clients to the target)
+    per link value, its runner-up, and where the energy ranking flips."""
+    lines = [f"### Best configuration by energy per {axis_title} at {at}{where}", ""]
+    best = grid.best()
+    rows = []
+    for j, value in enumerate(grid.link_values):
+        if best[j] is None:
+            rows.append((labels[value], NOT_REACHED, MISSING, MISSING, MISSING))
+            continue
+        first = grid.cells[best[j]][j]
+        ranking = grid.ranking(j)
+        runner = (grid.configs[ranking[1]].label, format_joules(grid.cells[ranking[1]][j].mean)) \
+            if len(ranking) > 1 else (MISSING, MISSING)
+        rows.append((labels[value], grid.configs[best[j]].label, format_joules(first.mean), *runner))
+    lines += [markdown_table((axis_title, "Best", f"ETA@{at}", "Runner-up", f"ETA@{at}"), rows), ""]
+    flips = ranking_flips(grid, labels)
+    lines += [f"**Where the energy ranking flips** (ETA@{at}):", ""]
+    lines += flips if flips else [f"- nowhere: the order is the same at every {axis_title} value."]
+    return [*lines, ""]
+
+
 def sweep_summary(
     sweep: pd.DataFrame,
     report: StudyReportInput,
@@ -35,10 +58,12 @@ def sweep_summary(
     link: str | None,
     value_labels: Mapping[str, Mapping[float, str]],
     figure_links: Sequence[tuple[str, str]] = (),
+    energy_grids: Mapping[tuple[float, int], Grid] | None = None,
 ) -> str:
     """summary.md of a sweep: its axes and seeds, then per target (and facet of
     the other axes) the best configuration per link value, the ranking flips
-    and the table of mean TTA."""
+    and the table of mean TTA; with ``energy_grids`` (the same cells ranked by
+    ETA@x, `metric_grid(..., "eta_j")`), the best configuration by energy too."""
     lines = [f"# {report.name or 'fedsim sweep'}", ""]
     description = report.description.strip()
     if description:
@@ -134,6 +159,9 @@ def sweep_summary(
             for i, config in enumerate(grid.configs)
         ]
         lines += [markdown_table(headers, table_rows), ""]
+        if energy_grids and (target, facet_index) in energy_grids:
+            lines += _energy_section(energy_grids[(target, facet_index)], report.axis_title(link or ""),
+                                     labels, at, where)
     lines += [
         'Cells that no seed reached read "not reached"; "k/n seeds": only k of the n '
         "seeds reached the target, the mean is theirs. The best configuration is chosen "

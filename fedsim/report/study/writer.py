@@ -82,6 +82,9 @@ def write_sweep_report(
     sweep = with_float_columns(
         sweep, [*axes, "remaining_rate", "target_accuracy", *(m for m, _, _ in SWEEP_METRICS)]
     )
+    by_energy = "eta_j" in sweep.columns  # ETA@x: the study ranks by energy as well
+    if by_energy:
+        sweep = with_float_columns(sweep, ["eta_j"])
 
     style = MethodStyle.build(report, sweep["method"].astype(str))
     configs = configurations(sweep, style)
@@ -103,11 +106,14 @@ def write_sweep_report(
 
     builders: list[tuple[str, str, Any]] = []
     grids: dict[tuple[float, int], Grid] = {}
+    energy_grids: dict[tuple[float, int], Grid] = {}
     if link is not None:
         for target in targets:
             for k, facet in enumerate(cuts):
                 grid = metric_grid(sweep, configs, link, target, "tta_s", facet)
                 grids[(target, k)] = grid
+                if by_energy:
+                    energy_grids[(target, k)] = metric_grid(sweep, configs, link, target, "eta_j", facet)
                 where = f" ({facet_text(facet, value_labels)})" if facet else ""
                 suffix = f"_{k + 1}" if len(cuts) > 1 else ""
                 title = f"Time to {format_target(target)} accuracy{where}"
@@ -148,7 +154,8 @@ def write_sweep_report(
         out_dir, builders, title, chosen, dpi, report.name or "fedsim sweep", RC
     )
     write_text(
-        out_dir / SUMMARY, sweep_summary(sweep, report, grids, cuts, link, value_labels, links)
+        out_dir / SUMMARY,
+        sweep_summary(sweep, report, grids, cuts, link, value_labels, links, energy_grids),
     )
     written[SUMMARY] = out_dir / SUMMARY
     return written

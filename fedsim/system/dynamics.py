@@ -1,0 +1,231 @@
+"""Client links whose capacity changes over simulated time (piecewise constant).
+
+``system.clients.dynamics`` gives each client's downlink and uplink as a time
+series, replayed in simulated seconds from the start of round 1 (t = 0):
+
+* ``model: trace``: a CSV ``client_id, t_s, downlink, uplink`` (`read_bandwidth_trace`),
+  the absolute capacity from each row's ``t_s`` until the client's next row;
+  the last row holds to the end of the run.
+* ``model: lognormal_ar1``: the client's drawn link (``clients.downlink`` /
+  ``uplink``) times a factor ``exp(X_j)`` on interval j = floor(t / interval),
+  where X is a stationary Gaussian AR(1) in log space:
+  ``X_0 ~ N(0, sigma^2)``, ``X_{j+1} = rho X_j + sqrt(1 - rho^2) sigma eps_{j+1}``,
+  so ``corr(X_j, X_{j+h}) = rho^h`` and the factor's median is 1 (its mean
+  ``exp(sigma^2 / 2)``). Each client and direction has its own stream
+  ``seeding.rng(seed, "bandwidth", direction, client_id)``, drawn in chunks as
+  simulated time advances (the chunking does not change the values).
+* ``model: lte``: ``lognormal_ar1`` with the LTE preset `LTE_PRESET` (its
+  sources and their limits: docs/network-model.md, "LTE-like variation").
+
+`LinkSeries.segment(client, t_s)` answers what the event engine needs: the
+capacity at ``t_s`` and the next time it changes.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+from fedsim import seeding
+from fedsim.errors import InputError
+from fedsim.units import parse_quantity
+
+__all__ = ["LTE_PRESET", "AR1Series", "LinkSeries", "TraceSeries", "generate_lte_trace",
+           "read_bandwidth_trace"]
+
+#: The LTE preset: log-space standard deviation, lag-1 correlation per interval,
+#: interval (s). See docs/network-model.md for where the values come from.
+LTE_PRESET = {"sigma": 0.5, "correlation": 0.8, "interval": 1.0}
+
+_CHUNK = 256  # AR(1) intervals drawn at a time per client and direction
+_UNIT_SUFFIX = {"bps": 1.0, "kbps": 1e3, "mbps": 1e6, "gbps": 1e9}
+DIRECTIONS = ("downlink", "uplink")
+
+
+class LinkSeries:
+    """One direction's capacity over time for every client (base class)."""
+
+    def segment(self, client: int, t_s: float) -> tuple[float, float]:
+        """(capacity in bits/s at ``t_s``, the next time > t_s it changes; inf: never)."""
+        raise NotImplementedError
+
+
+class AR1Series(LinkSeries):
+    """``base_bps[k] * exp(X_k[floor(t / interval_s)])`` (module docstring).
+
+    Args:
+        base_bps: each client's median link (bits/s; inf stays inf).
+        sigma: standard deviation of X (log space, >= 0).
+        correlation: rho in [0, 1), the correlation of consecutive intervals.
+        interval_s: seconds per interval (> 0).
+        seed, direction: the stream ``rng(seed, "bandwidth", direction, k)``.
+    """
+
+    def __init__(self, base_bps: np.ndarray, sigma: float, correlation: float, interval_s: float,
+                 seed: int, direction: str) -> None:
+        self.base_bps = np.asarray(base_bps, dtype=float)
+        self.sigma = float(sigma)
+        self.rho = float(correlation)
+        self.interval_s = float(interval_s)
+        self.seed = seed
+        self.direction = direction
+        self._log: dict[int, np.ndarray] = {}
+        self._rng: dict[int, np.random.Generator] = {}
+
+    def log_factors(self, client: int, count: int) -> np.ndarray:
+        """X_0 .. X_{count-1} of ``client`` (drawn on demand, chunk by chunk)."""
+        have = self._log.get(client)
+        if have is None:
+            self._rng[client] = seeding.rng(self.seed, "bandwidth", self.direction, client)
+            have = np.zeros(0)
+        while have.size < count:
+            eps = self._rng[client].standard_normal(_CHUNK)
+            chunk = np.empty(_CHUNK)
+            x = eps[0] * self.sigma if have.size == 0 else have[-1]
+            step = math.sqrt(1.0 - self.rho * self.rho) * self.sigma
+            for j in range(_CHUNK):
+                if j or have.size:
+                    x = self.rho * x + step * eps[j]
+                chunk[j] = x
+            have = np.concatenate((have, chunk))
+        self._log[client] = have
+        return have[:count]
+
+    def segment(self, client: int, t_s: float) -> tuple[float, float]:
+        j = max(0, math.floor(t_s / self.interval_s))
+        if (j + 1) * self.interval_s <= t_s:  # floor rounded down across a boundary
+            j += 1
+        have = self._log.get(client)
+        log = have[j] if have is not None and j < have.size else self.log_factors(client, j + 1)[j]
+        factor = math.exp(log)
+        return float(self.base_bps[client] * factor), (j + 1) * self.interval_s
+
+
+class TraceSeries(LinkSeries):
+    """Per-client change times (s, first 0) and capacities (bits/s) read from a trace."""
+
+    def __init__(self, times_s: list[np.ndarray], bps: list[np.ndarray]) -> None:
+        self.times_s = times_s
+        self.bps = bps
+
+    def segment(self, client: int, t_s: float) -> tuple[float, float]:
+        times = self.times_s[client]
+        k = int(np.searchsorted(times, t_s, side="right")) - 1
+        nxt = float(times[k + 1]) if k + 1 < times.size else math.inf
+        return float(self.bps[client][max(k, 0)]), nxt
+
+
+def _column_scale(name: str, unit: str | None, where: str) -> tuple[str, float] | None:
+    """('downlink' | 'uplink', bits/s per unit) of a bandwidth header cell, or None."""
+    match = re.fullmatch(r"(downlink|uplink)(?:_([a-z]+))?", name.strip().lower())
+    if match is None:
+        return None
+    direction, suffix = match.groups()
+    if suffix is not None:
+        if suffix not in _UNIT_SUFFIX:
+            raise InputError(f"{where}: column {name!r} has an unknown unit suffix {suffix!r}; "
+                             f"use one of {', '.join('_' + s for s in _UNIT_SUFFIX)}")
+        return direction, _UNIT_SUFFIX[suffix]
+    if unit is None:
+        raise InputError(f"{where}: column {name!r} has no unit; name it like {direction}_mbps "
+                         f"or set system.clients.dynamics.unit")
+    return direction, parse_quantity(f"1 {unit}", "bandwidth")
+
+
+def read_bandwidth_trace(path: Path, n_clients: int, unit: str | None = None) -> dict[str, TraceSeries]:
+    """Read a bandwidth time-series CSV: header ``client_id, t_s, downlink_<unit>,
+    uplink_<unit>`` (any order; ``unit`` for bare ``downlink``/``uplink``), then
+    rows of plain numbers. Per client: times strictly increasing, the first at
+    0 s; every capacity finite and > 0.
+
+    Returns:
+        {"downlink": TraceSeries, "uplink": TraceSeries} for clients 0..n_clients-1.
+
+    Raises:
+        InputError: missing file or column, a bad cell, times out of order,
+            a client without rows or whose first row is after 0 s (a gap), an
+            unknown client id; the message names the file, line and column.
+    """
+    where = f"system.clients.dynamics.trace {str(path)!r}"
+    try:
+        handle = open(path, newline="", encoding="utf-8")  # noqa: SIM115 (closed below)
+    except OSError as exc:
+        raise InputError(f"{where}: cannot read the file ({exc.strerror})") from None
+    rows: dict[int, list[tuple[float, float, float]]] = {}
+    with handle:
+        reader = csv.reader(handle)
+        header = next((r for r in reader if any(c.strip() for c in r)), None)
+        if header is None:
+            raise InputError(f"{where}: the file is empty; expected client_id, t_s, downlink_mbps, uplink_mbps")
+        columns: dict[str, tuple[int, float]] = {}
+        for index, cell in enumerate(header):
+            name = cell.strip().lower()
+            if name in ("client_id", "t_s"):
+                columns[name] = (index, 1.0)
+            elif (scaled := _column_scale(name, unit, f"{where} line {reader.line_num}")) is not None:
+                columns[scaled[0]] = (index, scaled[1])
+            else:
+                raise InputError(f"{where} line {reader.line_num}: unknown column {cell!r}; "
+                                 "expected client_id, t_s, downlink_<unit>, uplink_<unit>")
+        missing = [c for c in ("client_id", "t_s", *DIRECTIONS) if c not in columns]
+        if missing:
+            raise InputError(f"{where} line {reader.line_num}: missing column(s) {', '.join(missing)}")
+        for row in reader:
+            if not any(c.strip() for c in row):
+                continue
+            line = reader.line_num
+            if len(row) != len(header):
+                raise InputError(f"{where} line {line}: {len(row)} cells, expected {len(header)}")
+            values = {}
+            for name, (index, scale) in columns.items():
+                cell = row[index].strip()
+                try:
+                    value = float(cell)
+                except ValueError:
+                    value = math.nan
+                if name == "client_id":
+                    if not (value == int(value) if math.isfinite(value) else False) or not 0 <= value < n_clients:
+                        raise InputError(f"{where} line {line}, column client_id: {cell!r} is not a client id "
+                                         f"in 0..{n_clients - 1}")
+                elif name == "t_s":
+                    if not (math.isfinite(value) and value >= 0):
+                        raise InputError(f"{where} line {line}, column t_s: {cell!r} must be a time >= 0 s")
+                elif not (math.isfinite(value) and value > 0):
+                    raise InputError(f"{where} line {line}, column {header[index].strip()}: {cell!r} "
+                                     "must be a finite bandwidth > 0")
+                values[name] = value * scale
+            client = int(values["client_id"])
+            series = rows.setdefault(client, [])
+            if series and values["t_s"] <= series[-1][0]:
+                raise InputError(f"{where} line {line}, column t_s: {row[columns['t_s'][0]].strip()!r} is not "
+                                 f"after client {client}'s previous time {series[-1][0]:g} s (times out of order)")
+            if not series and values["t_s"] != 0:
+                raise InputError(f"{where} line {line}, column t_s: client {client}'s first row is at "
+                                 f"{values['t_s']:g} s; it must be at 0 s (nothing says how to fill the gap)")
+            series.append((values["t_s"], values["downlink"], values["uplink"]))
+    absent = [k for k in range(n_clients) if k not in rows]
+    if absent:
+        raise InputError(f"{where}: no rows for client_id {', '.join(map(str, absent[:5]))}"
+                         f"{' ...' if len(absent) > 5 else ''} (the scenario has {n_clients} clients)")
+    arrays = [np.array(rows[k]) for k in range(n_clients)]
+    times = [a[:, 0] for a in arrays]
+    return {direction: TraceSeries(times, [a[:, 1 + d] for a in arrays])
+            for d, direction in enumerate(DIRECTIONS)}
+
+
+def generate_lte_trace(n_clients: int, duration_s: float, seed: int,
+                       median_bps: tuple[float, float] = (20e6, 5e6)) -> list[tuple[int, float, float, float]]:
+    """An LTE-like trace in the CSV format of `read_bandwidth_trace` (rows
+    ``(client_id, t_s, downlink_bps, uplink_bps)``): `LTE_PRESET` variation
+    around ``median_bps`` (down, up), one row per interval up to ``duration_s``."""
+    interval = LTE_PRESET["interval"]
+    steps = max(1, math.ceil(duration_s / interval))
+    series = [AR1Series(np.full(n_clients, median), LTE_PRESET["sigma"], LTE_PRESET["correlation"],
+                        interval, seed, direction) for median, direction in zip(median_bps, DIRECTIONS, strict=True)]
+    factors = [[np.exp(s.log_factors(k, steps)) for k in range(n_clients)] for s in series]
+    return [(k, j * interval, float(median_bps[0] * factors[0][k][j]), float(median_bps[1] * factors[1][k][j]))
+            for k in range(n_clients) for j in range(steps)]
