@@ -219,6 +219,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         print(f"{args.path}: valid study '{plan.name}' with {len(plan.cells)} cells")
         return 0
     scenario = config.load(args.path, overrides=args.overrides)
+    from fedsim.data.resolve import resolve_data_files  # data.npz, data.partition.file
+
+    scenario = resolve_data_files(scenario, Path(args.path).resolve().parent)
     print(f"{args.path}: valid scenario '{scenario.name}' with methods "
           f"{', '.join(scenario.methods)}; {scenario.rounds.max} rounds max; targets "
           f"{', '.join(f'{t:g}' for t in scenario.targets)}")

@@ -70,7 +70,7 @@ def test_check_key_path_returns_the_parts_of_a_schema_key():
 @pytest.mark.parametrize(("path", "message"), [
     ("rond", r"^w: unknown key 'rond' at the top level; valid keys: data, description, device, fl, "),
     ("system.clients.uplnk", r"^w: unknown key 'uplnk' under system.clients; valid keys: "
-                             r"availability, downlink, dynamics, rtt, sessions, speed, trace, uplink$"),
+                             r"availability, device_trace, downlink, dynamics, rtt, sessions, speed, trace, uplink$"),
     ("methods.rp.level", r"^w: the base scenario has no methods entry 'rp' \(it has: hp-fl\)"),
     ("seed.x", r"^w: seed is a value, not a section; it has no key 'x'$"),
     ("a..b", r"^w: 'a..b' is not a dotted key path"),
@@ -120,7 +120,7 @@ def test_unknown_keys_list_the_valid_keys_of_their_level():
         "f.yaml: rond: unknown key 'rond'; valid keys here: data, description, device, fl, methods, "
         "model, name, pretrain, report, rounds, seed, system, targets",
         "f.yaml: system.clients.uplnk: unknown key 'uplnk'; valid keys here: availability, "
-        "downlink, dynamics, rtt, sessions, speed, trace, uplink",
+        "device_trace, downlink, dynamics, rtt, sessions, speed, trace, uplink",
     ]
 
 

@@ -19,6 +19,7 @@ def test_defaults_are_the_paper():
     assert config.partition == ShardsPartition(num_clients=100, shard_size=200, shards_per_client=2)
     assert config.model_dump() == {
         "dataset": "mnist",
+        "npz": None,  # a user dataset instead (tests/test_data_user.py)
         "unlabeled": 20000,
         "partition": {
             "scheme": "shards",

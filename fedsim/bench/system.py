@@ -16,11 +16,30 @@
   round (fewer rounds, ~100k client-rounds each, server capacity scaled with K
   so the contention stays alike), in CPU microseconds; ``des_scaling_spread``
   is the largest over the smallest cost per client-round (1.0 = exactly linear).
+* ``des_dynamic_client_rounds_per_s`` / ``des_cells_client_rounds_per_s``: the
+  static run's population (100 clients per round) with time-varying links
+  (``dynamics: lte``, AR(1) steps every second) and, for ``cells``, also the
+  clients round-robin on four cells of 60 Mbps down / 15 Mbps up (each cell
+  shared by 25 clients, the event engine's progressive filling over paths);
+  50 rounds each. Issue 15's target: >= 50,000. ``des_dynamic_vs_static`` and
+  ``des_cells_vs_static``: their rates per CPU second over the static run's.
+* ``des_population_*``: 100 rounds of 1,000 clients selected out of a
+  population of 100,000 (issue 15's target: under 60 s and 2 GB), run in a
+  fresh interpreter so that its peak resident memory is its own:
+  ``_s`` (wall clock of ``simulate``), ``_peak_rss_mb`` (the interpreter's
+  peak RSS, imports included), ``_timeline_mb`` (the timeline frame, K rows per
+  round for all K clients: it is held whole), ``_client_rounds_per_s``
+  (selected clients x rounds / seconds) and the size run
+  (``_clients``, ``_selected``, ``_rounds``).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import resource
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -33,7 +52,7 @@ from fedsim.system.profiles import ClientProfiles, draw_profiles
 from fedsim.system.sim import simulate
 from fedsim.system.spec import SystemConfig
 
-__all__ = ["bench_des", "bench_system", "naive_fifo_rounds"]
+__all__ = ["bench_des", "bench_system", "dynamic_system", "naive_fifo_rounds", "population_run"]
 
 _LENET_BYTES = 266_610 * 4
 
@@ -49,6 +68,48 @@ def bench_system(clients: int, egress: str = "200 Mbps", ingress: str = "50 Mbps
         },
         "server": {"downlink": egress, "uplink": ingress, "aggregation": "0.5 s"},
     })
+
+
+def dynamic_system(clients: int, cells: int = 0) -> SystemConfig:
+    """`bench_system` with LTE-like time-varying client links and, when
+    ``cells`` > 0, the clients round-robin on that many cells of 60 Mbps down /
+    15 Mbps up each."""
+    raw = bench_system(clients).model_dump()
+    raw["clients"]["dynamics"] = {"model": "lte"}
+    raw["cells"] = {f"cell-{c}": {"capacity_down": "60 Mbps", "capacity_up": "15 Mbps"} for c in range(cells)}
+    return SystemConfig.model_validate(raw)
+
+
+def population_run(clients: int, selected: int, rounds: int, seed: int = 0) -> dict[str, float]:
+    """Simulate ``rounds`` rounds of ``selected`` clients out of ``clients``
+    in this process; seconds, peak RSS (MB, this process's whole life) and the
+    timeline's size (MB). Server link: 2 Mbps down and 0.5 Mbps up per selected
+    client, as in the scaling runs."""
+    raw = bench_system(selected, f"{2 * selected} Mbps", f"{0.5 * selected} Mbps").model_dump()
+    raw["rounds"] = {"participation": selected}  # an int count (>= 2)
+    system = SystemConfig.model_validate(raw)
+    payload = Payload(down_bytes=_LENET_BYTES, up_bytes=_LENET_BYTES)
+    wall = time.perf_counter()
+    result = simulate(system, client_samples=np.full(clients, 400), payload=payload, work_fraction=1.0,
+                      rounds=rounds, seed=seed)
+    wall = time.perf_counter() - wall
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return {
+        "s": wall,
+        "peak_rss_mb": peak_kb / 1024,
+        "timeline_mb": float(result.timeline.memory_usage(deep=True).sum()) / 2**20,
+        "timeline_rows": len(result.timeline),
+        "participants": int(result.rounds["participants"].sum()),
+    }
+
+
+def _population_in_subprocess(clients: int, selected: int, rounds: int) -> dict[str, float]:
+    """`population_run` in a fresh interpreter (its own peak memory)."""
+    code = ("import json, sys; from fedsim.bench.system import population_run; "
+            "print(json.dumps(population_run(*map(int, sys.argv[1:]))))")
+    done = subprocess.run([sys.executable, "-c", code, str(clients), str(selected), str(rounds)],
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def naive_fifo_rounds(
@@ -100,7 +161,8 @@ def _client_rounds_per_s(
 
 
 def bench_des(progress: bool = False, scale: float = 1.0) -> dict[str, Any]:
-    """Measure the figures of the module docstring (about 10 s at ``scale=1``).
+    """Measure the figures of the module docstring (about 30 s at ``scale=1`` on
+    two idle cores; the dynamic and cell runs take most of it).
 
     ``scale`` < 1 shrinks every run (rounds, and the client counts of the
     scaling runs) for a quick check; the figures then describe that smaller run.
@@ -136,4 +198,27 @@ def bench_des(progress: bool = False, scale: float = 1.0) -> dict[str, Any]:
     figures["des_scaling_spread"] = round(max(costs.values()) / min(costs.values()), 2)
     if not math.isfinite(figures["des_scaling_spread"]):
         figures["des_scaling_spread"] = None
+
+    dynamic_rounds = max(1, round(50 * scale))
+    for name, cells in (("dynamic", 0), ("cells", 4)):
+        wall_rate, cpu_rate = _client_rounds_per_s(dynamic_system(clients, cells), clients, dynamic_rounds)
+        figures[f"des_{name}_client_rounds_per_s"] = round(wall_rate)
+        figures[f"des_{name}_vs_static"] = round(cpu_rate / per_cpu_s, 4)
+        if progress:
+            print(f"system bench: {name}, {clients} clients x {dynamic_rounds} rounds: {wall_rate:,.0f}/s")
+
+    population = max(10, round(100_000 * min(1.0, scale)))
+    chosen = max(2, round(1_000 * min(1.0, scale)))
+    pop_rounds = max(1, round(100 * min(1.0, scale)))
+    run = _population_in_subprocess(population, chosen, pop_rounds)
+    figures.update({
+        "des_population_clients": population, "des_population_selected": chosen,
+        "des_population_rounds": pop_rounds, "des_population_s": round(run["s"], 2),
+        "des_population_peak_rss_mb": round(run["peak_rss_mb"]),
+        "des_population_timeline_mb": round(run["timeline_mb"]),
+        "des_population_client_rounds_per_s": round(chosen * pop_rounds / max(run["s"], 1e-9)),
+    })
+    if progress:
+        print(f"system bench: {chosen} of {population} clients x {pop_rounds} rounds: "
+              f"{run['s']:.1f} s, peak {run['peak_rss_mb']:,.0f} MB")
     return figures

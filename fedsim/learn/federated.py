@@ -77,10 +77,12 @@ from fedsim.learn.trace import RoundRecord, TrainingTrace, TrainState
 from fedsim.progress import Progress
 
 if TYPE_CHECKING:
+    from fedsim.learn.aggregation import MethodState
     from fedsim.learn.generic import GenericTrainer
     from fedsim.learn.zoo import ModelSpec
 
 OnRound = Callable[[int, Params, RoundRecord], None]
+OnState = Callable[[int, "MethodState"], None]
 Stop = Callable[[RoundRecord], bool]
 
 
@@ -206,6 +208,7 @@ def train(
     block_clients: int | None = None,
     stack_clients: int | None = None,
     model: ModelSpec | None = None,
+    on_state: OnState | None = None,
 ) -> TrainingTrace:
     """Run FedAvg rounds ``start.round_num + 1 .. rounds`` of LeNet-300-100 or
     of any ``model``.
@@ -244,6 +247,12 @@ def train(
             LeNet-300-100 = the hand-written kernel (`_BatchedMLP`), any other
             model the generic trainer (`fedsim.learn.generic.GenericTrainer`:
             ``vmap`` of ``grad`` over the stacked clients, same semantics).
+        on_state: with ``cfg.compression`` or ``cfg.server`` set, called after
+            every round, before ``on_round``, as ``on_state(round_num, state)``
+            with the `fedsim.learn.aggregation.MethodState` after it (error
+            memory, server moments: what a checkpoint must keep besides the
+            model). Such a round is `fedsim.learn.aggregation.
+            train_participants_hooked`, on either trainer.
 
     Returns:
         The trace of the rounds run.
@@ -284,15 +293,25 @@ def train(
     }
     if generic:
         meta["model"] = model.name
+    hooked = not cfg.plain_fedavg
+    if hooked:  # the client-update transform and server step (learn/aggregation.py)
+        from fedsim.learn.aggregation import MethodState, train_participants_hooked
+
+        method_state = (state.method_state or MethodState()).to(dev)
     records: list[RoundRecord] = []
     first = state.round_num + 1
     bar = Progress("FedAvg", {"rounds": max(rounds - state.round_num, 0)}, enabled=progress)
     try:
         for round_num in range(first, rounds + 1):
             ids = participants(participation, round_num, clients.num_clients)
-            params, samples, local_steps = train_participants(
-                trainer, params, clients, ids, cfg, seed=seed, round_num=round_num, stack_clients=stack
-            )
+            if hooked:
+                params, samples, local_steps, method_state = train_participants_hooked(
+                    trainer, params, clients, ids, cfg, mask, method_state,
+                    seed=seed, round_num=round_num, stack_clients=stack)
+            else:
+                params, samples, local_steps = train_participants(
+                    trainer, params, clients, ids, cfg, seed=seed, round_num=round_num, stack_clients=stack
+                )
             accuracy, loss = evaluate(params, test_x, test_y, cfg.eval_batch_size, forward)
             record = RoundRecord(
                 round_num=round_num,
@@ -305,6 +324,8 @@ def train(
             )
             records.append(record)
             bar.advance("rounds", 1, f"round {round_num}/{rounds}, accuracy {accuracy:.4f}")
+            if hooked and on_state is not None:
+                on_state(round_num, method_state)
             if on_round is not None:
                 on_round(round_num, params, record)
             if stop is not None and stop(record):

@@ -12,6 +12,7 @@ the bad value.
 
 from __future__ import annotations
 
+import math
 import re
 from importlib.metadata import entry_points
 from typing import Annotated, Any, Literal, Self
@@ -140,6 +141,93 @@ class PretrainConfig(Section):
         return self.noise_var**0.5 if self.noise_scale == "variance" else self.noise_var
 
 
+class CompressionConfig(Section):
+    """A client-update transform (`fedsim.learn.compression`): what a client
+    uploads is the compressed update, the server aggregates exactly that, and
+    the system stage counts exactly its bits (`upload_bits`).
+
+    Attributes:
+        kind: ``qsgd`` (stochastic uniform quantisation, Alistarh et al. 2017)
+            or ``topk`` (top-k sparsification with error feedback, Stich et
+            al. 2018).
+        bits: qsgd only, 2..16: bits per value (1 sign bit + ``bits - 1``
+            bits of level, s = 2^(bits-1) - 1 levels).
+        norm: qsgd only: the scale the levels divide, ``max`` (max |v_i|,
+            QSGD's experiments' choice; the default) or ``l2`` (||v||_2, the
+            paper's analysis).
+        fraction: topk only, in (0, 1]: the share k/n of the n sent
+            parameters (surviving weights + biases) uploaded, k = ceil(fraction n).
+    """
+
+    kind: Literal["qsgd", "topk"]
+    bits: Annotated[int, Field(strict=True, ge=2, le=16)] | None = None
+    norm: Literal["max", "l2"] = "max"
+    fraction: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> Self:
+        needed, foreign = ("bits", "fraction") if self.kind == "qsgd" else ("fraction", "bits")
+        if getattr(self, needed) is None:
+            raise ValueError(f"compression kind {self.kind!r} needs {needed}")
+        if getattr(self, foreign) is not None:
+            raise ValueError(f"compression kind {self.kind!r} takes no {foreign} "
+                             f"(got {getattr(self, foreign)!r})")
+        if self.kind == "topk" and "norm" in self.model_fields_set:
+            raise ValueError(f"compression kind 'topk' takes no norm (got {self.norm!r})")
+        return self
+
+    @property
+    def levels(self) -> int:
+        """qsgd's s = 2^(bits-1) - 1 magnitude levels (127 at 8 bits)."""
+        assert self.bits is not None
+        return (1 << (self.bits - 1)) - 1
+
+    def kept_values(self, sent_params: int) -> int:
+        """Values one upload carries: all ``sent_params`` (qsgd), or
+        k = ceil(fraction x sent_params), at least 1 (topk)."""
+        if self.kind == "qsgd":
+            return int(sent_params)
+        assert self.fraction is not None
+        return max(1, min(int(sent_params), math.ceil(self.fraction * int(sent_params) - 1e-9)))
+
+    def upload_bits(self, sent_params: int) -> int:
+        """Bits of one compressed update of ``sent_params`` values (the mask
+        and the per-message overhead excluded):
+
+        * qsgd: ``bits`` per value + one float32 norm, ``bits n + 32``;
+        * topk: k float32 values + k indices of ceil(log2 n) bits each (the
+          position among the n sent parameters, which the server can map
+          since it knows the mask), ``k (32 + ceil(log2 n))``.
+        """
+        n = int(sent_params)
+        if self.kind == "qsgd":
+            assert self.bits is not None
+            return self.bits * n + 32
+        return self.kept_values(n) * (32 + max(1, (n - 1).bit_length()))
+
+
+class ServerConfig(Section):
+    """The server's step on the averaged update Δ = Σ_k p_k Δ_k (Reddi et al.
+    2021, "Adaptive Federated Optimization", Algorithm 2; FedAvgM: Hsu et al.
+    2019). See `fedsim.learn.server_opt`.
+
+    Attributes:
+        optimizer: ``fedavg`` (θ + lr Δ), ``fedavgm`` (server momentum) or
+            ``fedadam``.
+        lr: the server learning rate η.
+        momentum: fedavgm's β: v = β v + Δ, θ = θ + η v.
+        beta1, beta2, tau: fedadam's β1, β2 and adaptivity τ:
+            m = β1 m + (1-β1) Δ, v = β2 v + (1-β2) Δ², θ = θ + η m / (√v + τ).
+    """
+
+    optimizer: Literal["fedavg", "fedavgm", "fedadam"] = "fedavg"
+    lr: Annotated[float, Field(gt=0.0)] = 1.0
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+    beta1: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+    beta2: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.99
+    tau: Annotated[float, Field(gt=0.0)] = 1e-3
+
+
 class FLConfig(Section):
     """Local training of every client in a FedAvg round (paper, Sec. IV-A2).
 
@@ -148,12 +236,23 @@ class FLConfig(Section):
         batch_size: mini-batch size; the last batch of an epoch may be partial.
         local_epochs: passes over the client's data per round.
         eval_batch_size: test rows per forward pass (memory/speed only).
+        compression: the client-update transform (None: the update is sent
+            exactly, today's FedAvg); changes training and upload bytes.
+        server: the server optimiser (None: FedAvg, θ = Σ_k p_k θ_k).
     """
 
     lr: Annotated[float, Field(gt=0.0)] = 0.1
     batch_size: PositiveInt = 60
     local_epochs: PositiveInt = 5
     eval_batch_size: PositiveInt = 10_000
+    compression: CompressionConfig | None = None
+    server: ServerConfig | None = None
+
+    @property
+    def plain_fedavg(self) -> bool:
+        """True when the round is today's FedAvg: no compression, no server step."""
+        return self.compression is None and (self.server is None or (
+            self.server.optimizer == "fedavg" and self.server.lr == 1.0))
 
 
 class MethodConfig(Section):

@@ -56,10 +56,13 @@ class TrainState:
     every random stream of later rounds is keyed by (seed, round, client).
 
     ``round_num`` 0 with the initial parameters is the start of a fresh run.
+    ``method_state``: the compression's and server optimiser's state after
+    that round (`fedsim.learn.aggregation.MethodState`; None: empty).
     """
 
     round_num: int
     params: Params
+    method_state: Any = None
 
     def __post_init__(self) -> None:
         if self.round_num < 0:

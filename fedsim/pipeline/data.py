@@ -3,7 +3,9 @@ partition and the test set of a scenario, memoised in an explicit `DataCache`.
 
 Streams ``"split"`` and ``"partition"`` of the scenario's seed decide the
 split and the partition (`fedsim.seeding`), so equal `keys.data_key` give
-equal data.
+equal data. The dataset is the registry's ``data.dataset`` or a user npz
+(``data.npz``, `fedsim.data.user`); an ``external`` partition is read from its
+file. Both files must be resolved first (`fedsim.data.resolve.resolve_data_files`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import torch
 
 from fedsim import seeding, store
 from fedsim.config import Scenario
-from fedsim.data import as_float, load, make_partition, split_unlabeled
+from fedsim.data import load, make_partition, split_unlabeled
+from fedsim.data.user import float_rows
 from fedsim.learn.federated import ClientData
 from fedsim.pipeline.keys import data_key
 
@@ -26,9 +29,10 @@ class Data:
     """The scenario's data: the unlabeled pool, the clients and the test set.
 
     Attributes:
-        unlabeled: the server's pool, uint8 [N_u, 28, 28].
+        unlabeled: the server's pool, uint8 [N_u, 28, 28] (a user npz: its x_train rows).
         clients: the labeled pool partitioned over the clients.
-        test_x, test_y: the test set, float [N_t, 784] in [0, 1] and int64 labels.
+        test_x, test_y: the test set, float [N_t, 784] (uint8 pixels scaled to [0, 1])
+            and int64 labels.
         client_samples: samples held by each client, int64 [K].
     """
 
@@ -39,12 +43,35 @@ class Data:
     client_samples: np.ndarray
 
 
-def _partition(scenario: Scenario) -> tuple[object, object, list[np.ndarray]]:
-    """(dataset, unlabeled split, index arrays of each client's samples)."""
+@dataclass(frozen=True)
+class _Arrays:
+    """The four arrays of either source: a registry dataset (uint8 28x28
+    images) or a user npz (`fedsim.data.user`; any numeric dtype)."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+
+
+def _load(scenario: Scenario) -> _Arrays:
+    """The scenario's dataset: ``data.npz`` (resolved by
+    `fedsim.data.resolve.resolve_data_files`) or the registry's ``data.dataset``."""
+    if scenario.data.npz is not None:
+        from fedsim.data.user import load_npz
+
+        user = load_npz(scenario.data.npz)
+        return _Arrays(user.x_train, user.y_train, user.x_test, user.y_test)
     dataset = load(scenario.data.dataset)
-    splits = split_unlabeled(len(dataset.train_labels), scenario.data.unlabeled,
+    return _Arrays(dataset.train_images, dataset.train_labels, dataset.test_images, dataset.test_labels)
+
+
+def _partition(scenario: Scenario) -> tuple[_Arrays, object, list[np.ndarray]]:
+    """(dataset, unlabeled split, index arrays of each client's samples)."""
+    dataset = _load(scenario)
+    splits = split_unlabeled(len(dataset.train_y), scenario.data.unlabeled,
                              seeding.rng(scenario.seed, "split"))
-    labeled_y = dataset.train_labels[splits.labeled_idx]
+    labeled_y = dataset.train_y[splits.labeled_idx]
     parts = make_partition(scenario.data.partition, labeled_y, seeding.rng(scenario.seed, "partition"))
     return dataset, splits, parts
 
@@ -57,11 +84,13 @@ def build_data(scenario: Scenario) -> Data:
     """Load the dataset, split off the server's unlabeled pool and partition
     the labeled pool over the clients (no memo; see `DataCache`)."""
     dataset, splits, parts = _partition(scenario)
-    labeled_y = dataset.train_labels[splits.labeled_idx]
-    clients = ClientData.from_arrays(dataset.train_images[splits.labeled_idx], labeled_y, parts)
-    test_x = torch.from_numpy(as_float(dataset.test_images))
-    test_y = torch.as_tensor(np.array(dataset.test_labels), dtype=torch.int64)
-    return Data(dataset.train_images[splits.unlabeled_idx], clients, test_x, test_y, _samples(parts))
+    labeled_y = dataset.train_y[splits.labeled_idx]
+    # rows of float32: uint8 pixels / 255 (as_float), a user's float samples as they are
+    inputs = torch.from_numpy(float_rows(dataset.train_x[splits.labeled_idx]))
+    clients = ClientData(inputs, torch.as_tensor(np.array(labeled_y), dtype=torch.int64), tuple(parts))
+    test_x = torch.from_numpy(float_rows(dataset.test_x))
+    test_y = torch.as_tensor(np.array(dataset.test_y), dtype=torch.int64)
+    return Data(dataset.train_x[splits.unlabeled_idx], clients, test_x, test_y, _samples(parts))
 
 
 class DataCache:

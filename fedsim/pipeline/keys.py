@@ -9,14 +9,16 @@ changing a learning rate re-trains.
 ============  ================================================================
 stage         key (what it depends on)
 ============  ================================================================
-data          ``data`` section, ``seed`` (`data_key`; a memo key, not a cache entry)
+data          ``data`` section (a data file's SHA-256 for its path), ``seed`` (`data_key`;
+              a memo key, not a cache entry)
 pretrain      data key, ``model``, ``pretrain`` without ``iterations`` (`pretrain_key`)
 method start  kind, ``model``, ``seed``; + the pretrain key where the kind uses the
               ticket; + the level (layer-wise) or the method section (global)
               where it prunes (`method_key`)
 system        `system_facts` (model version, ``system``, the trace file's bytes, the session file's,
               ``rounds.max``, ``seed``, ``fl.local_epochs`` when not 5, ``model``
-              when not LeNet-300-100: compute scales with its FLOPs) + the
+              when not LeNet-300-100: compute scales with its FLOPs, ``fl.compression``
+              when set: it sets the upload's bytes) + the
               payload and work fraction (from the mask) + the samples per client
               (`system_key`)
 train         data key, ``fl``, the method key, the participation (``"all"``
@@ -58,8 +60,12 @@ SYSTEM_MODEL_VERSION = 2
 
 def data_key(scenario: Scenario) -> dict[str, Any]:
     """What determines the data (dataset, unlabeled split, partition, hence
-    the samples per client): the ``data`` section and the seed."""
-    return {"data": config.section_key(scenario.data), "seed": scenario.seed}
+    the samples per client): the ``data`` section, with the SHA-256 of a user
+    npz and of a partition file in place of their paths
+    (`fedsim.data.resolve.keyed_section`), and the seed."""
+    from fedsim.data.resolve import keyed_section
+
+    return {"data": keyed_section(scenario.data), "seed": scenario.seed}
 
 
 def pretrain_key(scenario: Scenario) -> str:
@@ -198,6 +204,18 @@ def bandwidth_trace_sha256(scenario: Scenario, base_dir: Path | None) -> str | N
     return store.sha256_file(path) if path.exists() else str(path)
 
 
+def device_trace_sha256(scenario: Scenario, base_dir: Path | None) -> str | None:
+    """The SHA-256 of the device speed CSV (``system.clients.device_trace``),
+    its path where it does not exist, or None."""
+    trace = scenario.system.clients.device_trace
+    if trace is None:
+        return None
+    path = Path(trace)
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    return store.sha256_file(path) if path.exists() else str(path)
+
+
 def system_facts(scenario: Scenario, base_dir: Path | None) -> dict[str, Any]:
     """The config-level part of the system key: everything the simulation reads
     but the mask (payload, work) and the samples per client. Shared by
@@ -219,6 +237,10 @@ def system_facts(scenario: Scenario, base_dir: Path | None) -> dict[str, Any]:
     bandwidth = bandwidth_trace_sha256(scenario, base_dir)
     if bandwidth is not None:
         facts["bandwidth_trace_sha256"] = bandwidth
+    # a device trace (system.clients.device_trace) decides compute times: its bytes key them
+    device = device_trace_sha256(scenario, base_dir)
+    if device is not None:
+        facts["device_trace_sha256"] = device
     # compute time scales with the epochs; the reference's 5 is left out, as
     # section_key leaves defaults out, so entries written before epochs counted stay valid
     if scenario.fl.local_epochs != system_payload.REFERENCE_EPOCHS:
@@ -227,6 +249,10 @@ def system_facts(scenario: Scenario, base_dir: Path | None) -> dict[str, Any]:
     # compute_scale`), a function of the model section; LeNet-300-100 (scale 1) is left out
     if not scenario.model.is_reference:
         facts["compute_model"] = config.section_key(scenario.model)
+    # a compressed upload (fl.compression) weighs what the transform sends; absent
+    # without one, so keys of uncompressed scenarios stay
+    if scenario.fl.compression is not None:
+        facts["compression"] = config.section_key(scenario.fl.compression)
     return facts
 
 

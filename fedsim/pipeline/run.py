@@ -91,9 +91,11 @@ def resolve_model(scenario: Scenario) -> ModelSpec | None:
     """
     if scenario.model.is_reference:
         return None
+    from fedsim.data.resolve import data_shape
     from fedsim.learn.zoo import resolve
 
-    return resolve(scenario.model, scenario.seed)
+    sample_size, num_classes = data_shape(scenario.data)  # a user npz's (resolved first)
+    return resolve(scenario.model, scenario.seed, num_classes=num_classes, sample_size=sample_size)
 
 
 def model_start(model: ModelSpec) -> learn_methods.Start:
@@ -162,6 +164,9 @@ def compute(scenario: Scenario, *, base_dir: Path | None = None, force: bool = F
     """
     policy = _policy(policy, force, progress, cached_only, continue_from)
     timer = timer or Timer()
+    from fedsim.data.resolve import resolve_data_files  # a bad npz or partition file stops here
+
+    scenario = resolve_data_files(scenario, base_dir)
     device = torch.device(device_type(scenario))
     continued = source_device(scenario, policy)
     model = resolve_model(scenario)  # a bad factory stops here, before any stage
@@ -171,10 +176,13 @@ def compute(scenario: Scenario, *, base_dir: Path | None = None, force: bool = F
     from fedsim.system.cells import check_links  # a bad bandwidth trace stops here too
 
     check_links(scenario.system, scenario.data.partition.num_clients, base_dir)
+    from fedsim.system.devices import check_device_trace  # and a bad device trace
+
+    check_device_trace(scenario.system.clients.device_trace, scenario.data.partition.num_clients, base_dir)
     with timer.stage("data"):
         data = prepare_data(scenario, data_cache)
     log.info("data: %s, %d clients (%d-%d samples), %d unlabeled, %d test",
-             scenario.data.dataset, data.clients.num_clients, data.client_samples.min(),
+             scenario.data.source_name, data.clients.num_clients, data.client_samples.min(),
              data.client_samples.max(), len(data.unlabeled), len(data.test_y))
 
     iterations = max(needed_iterations(scenario, m) for m in scenario.methods.values())

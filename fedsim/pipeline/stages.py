@@ -170,7 +170,8 @@ def payload_and_work(scenario: Scenario, mask: Mask) -> tuple[system_payload.Pay
     """The bytes of a round's messages and the work fraction (compute relative
     to the dense model) of a method with ``mask``."""
     weights, surviving, biases = method_counts(mask)
-    payload = system_payload.payload_bytes(weights, surviving, biases, scenario.system.payload)
+    payload = system_payload.payload_bytes(weights, surviving, biases, scenario.system.payload,
+                                           scenario.fl.compression)  # a compressed upload's bits
     work = system_payload.work_fraction(scenario.system.compute, weights, surviving, biases)
     return payload, work
 

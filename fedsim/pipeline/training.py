@@ -71,13 +71,15 @@ def load_checkpoint(entry: store.CacheEntry) -> Checkpoint | None:
     files = (entry.manifest() or {}).get("files", {})
 
     def read() -> Checkpoint:
+        from fedsim.learn.aggregation import MethodState
         from fedsim.learn.model import Params
 
         trace_name, params_name = find_checkpoint(files)
         trace = TrainingTrace.load(entry.path / trace_name)
         with np.load(entry.path / params_name) as arrays:
             params = Params.from_numpy(arrays)
-        return trace, TrainState(trace.num_rounds, params)
+            method_state = MethodState.from_numpy(arrays)  # compression, server optimiser
+        return trace, TrainState(trace.num_rounds, params, method_state)
 
     return read_entry(entry, "training", read)
 
@@ -147,6 +149,16 @@ class Checkpointer:
         self.records: list[RoundRecord] = []
         self.saved_round = previous.num_rounds if previous is not None else 0
         self._last: tuple[int, Any] | None = None  # (round, the global model after it)
+        self._states: dict[int, Any] = {}  # round -> the MethodState after it (the last two)
+
+    def on_state(self, round_num: int, state: Any) -> None:
+        """Keep the method's state after round ``round_num`` (error memory,
+        server moments; `fedsim.learn.aggregation.MethodState`) for the
+        checkpoint of that round. The trainer replaces, never changes, it."""
+        # the one before is kept too: an interrupt between this call and on_round
+        # checkpoints the previous round, with the previous state
+        self._states = {r: s for r, s in self._states.items() if r == round_num - 1}
+        self._states[round_num] = state
 
     @property
     def accuracy(self) -> np.ndarray:
@@ -173,8 +185,11 @@ class Checkpointer:
         old = set((self.entry.manifest() or {}).get("files", {}))
         names = checkpoint_files(round_num)
         full.save(self.entry.file(names[0]))
+        arrays = self._last[1].to("cpu").to_numpy()
+        if self._states:  # compression / server optimiser: saved beside the model
+            arrays.update(self._states[round_num].to_numpy())
         with store.atomic_write(self.entry.file(names[1])) as handle:
-            np.savez(handle, **self._last[1].to("cpu").to_numpy())
+            np.savez(handle, **arrays)
         self.entry.seal(names, {"rounds": round_num, "label": self.meta["label"]})
         for name in old - set(names):
             (self.entry.path / name).unlink(missing_ok=True)
@@ -249,7 +264,7 @@ def train_stage(scenario: Scenario, label: str, start_params: Any, mask: Mask, d
     try:
         new = train(start_params, mask, data.clients, (data.test_x, data.test_y), scenario.fl,
                     seed=scenario.seed, rounds=wanted, participation=participation, device=device,
-                    start=state, on_round=on_round, stop=stop, model=model)
+                    start=state, on_round=on_round, stop=stop, model=model, on_state=saver.on_state)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (cli.main): keep every finished round
         if saver.interrupted():
             log.warning("%s: interrupted; checkpoint written at round %d", label, saver.saved_round)

@@ -29,6 +29,7 @@ import torch
 
 from fedsim import store
 from fedsim.config import Scenario
+from fedsim.data.resolve import resolve_data_files
 from fedsim.errors import InputError
 from fedsim.learn import methods as learn_methods
 from fedsim.learn.spec import MethodConfig
@@ -109,6 +110,7 @@ def replay(run_path: str | Path, scenario: Scenario, *, label: str | None = None
     """
     run_path = Path(run_path)
     timer = Timer()
+    scenario = resolve_data_files(scenario, base_dir)  # data.npz, an external partition
     with timer.stage("read"):
         run = read_run(run_path, scenario.data.partition.num_clients, method=label)
     label = label or run.method or run_path.stem

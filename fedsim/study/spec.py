@@ -25,6 +25,7 @@ validated by the scenario schema.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -37,6 +38,7 @@ from pydantic import Field, ValidationError, field_validator
 from fedsim import config
 from fedsim.config import Scenario, paths
 from fedsim.config.errors import format_validation_error
+from fedsim.data.resolve import resolve_data_files
 from fedsim.errors import InputError
 from fedsim.schema import Section
 from fedsim.study.ranges import (
@@ -286,6 +288,10 @@ def load(path: str | Path, overrides: Sequence[str] = ()) -> Study:
         axes[name] = Axis(name, expanded, labels, quantity, unit, spec.axis_titles.get(name, name))
 
     cells = _expand_cells(path, spec, axes, parts, base_raw)
+    # data files (data.npz, an external partition) absolute and checked, as a run sees
+    # them, so the planner keys cells as the pipeline does
+    cells = [dataclasses.replace(c, scenario=resolve_data_files(c.scenario, base_path.parent))
+             for c in cells]
     return Study(spec.name, spec.description, path, base_path, spec, axes, base, cells)
 
 

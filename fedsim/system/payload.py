@@ -23,6 +23,14 @@ only the parameter, whose corresponding elements of the mask is 1"):
   carry it (the server knows it). ``true``: every message, in both directions,
   carries its mask (a self-describing sparse format).
 * ``overhead``: bytes added to every message.
+* a compressed upload (``fl.compression``, `fedsim.learn.compression`): the
+  upload's values part is what the transform sends,
+  ``ceil(CompressionConfig.upload_bits(sent) / 8)`` bytes with ``sent =
+  sum(surviving) + biases``: qsgd ``bits x sent + 32`` (the float32 norm),
+  topk ``k x (32 + ceil(log2 sent))`` (float32 values and their indices among
+  the sent parameters), k = ceil(fraction x sent); the mask (when it travels
+  every round) and the overhead are added as to any message. ``value_bits``
+  then counts the download only.
 
 Compute (paper, Sec. IV-A: t_comp = 10 s for the full model, 10 P_R s for a
 subnetwork): the work fraction is P_R (``remaining_rate``) or the FLOP share
@@ -37,10 +45,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fedsim.system.spec import ComputeSpec, PayloadSpec
+
+if TYPE_CHECKING:
+    from fedsim.learn.spec import CompressionConfig
 
 __all__ = [
     "REFERENCE_EPOCHS",
@@ -126,6 +138,7 @@ def payload_bytes(
     surviving_counts: Sequence[int],
     bias_count: int,
     cfg: PayloadSpec,
+    compression: CompressionConfig | None = None,
 ) -> Payload:
     """Bytes of one client's download and upload (see the module docstring).
 
@@ -136,6 +149,8 @@ def payload_bytes(
             ``weight_counts`` for a dense method).
         bias_count: all biases of the model (never pruned; LeNet: 410).
         cfg: the scenario's ``system.payload`` section.
+        compression: the scenario's ``fl.compression`` (None: the upload
+            weighs what the download does).
 
     Raises:
         ValueError: mismatched layer counts, surviving > weights, negatives.
@@ -156,9 +171,12 @@ def payload_bytes(
         bits = sum(int(k) * _index_bits(n) for n, k in zip(weight_counts, surviving_counts, strict=True))
         mask_bytes = math.ceil(bits / 8)
     every_message = value_bytes + cfg.overhead + (mask_bytes if cfg.mask_every_round else 0)
+    up_bytes = every_message
+    if compression is not None:
+        up_bytes += math.ceil(compression.upload_bits(sent_params) / 8) - value_bytes
     return Payload(
         down_bytes=every_message,
-        up_bytes=every_message,
+        up_bytes=up_bytes,
         first_round_extra_bytes=0 if cfg.mask_every_round else mask_bytes,
         value_bytes=value_bytes,
         mask_bytes=mask_bytes,

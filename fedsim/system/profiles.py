@@ -43,6 +43,9 @@ class ClientProfiles:
         rtt_s: round-trip time to the server (s); each message takes rtt/2.
         speed: compute speed factor (reference device = 1).
         availability: probability of being available in a round, in [0, 1].
+        s_per_sample: with a device trace (`fedsim.system.devices`), seconds per
+            training sample pass of the reference model on each device, which
+            then decides compute time (``speed`` only describes it); else None.
     """
 
     downlink_bps: np.ndarray
@@ -50,12 +53,15 @@ class ClientProfiles:
     rtt_s: np.ndarray
     speed: np.ndarray
     availability: np.ndarray
+    s_per_sample: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.downlink_bps.size)
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per client: client_id and the five attributes (SI units)."""
+        """One row per client: client_id and the five attributes (SI units),
+        and s_per_sample where a device trace gave it."""
+        device = {} if self.s_per_sample is None else {"s_per_sample": self.s_per_sample}
         return pd.DataFrame(
             {
                 "client_id": np.arange(len(self), dtype=np.int64),
@@ -64,6 +70,7 @@ class ClientProfiles:
                 "rtt_s": self.rtt_s,
                 "speed": self.speed,
                 "availability": self.availability,
+                **device,
             }
         )
 
@@ -71,9 +78,11 @@ class ClientProfiles:
     def from_frame(cls, frame: pd.DataFrame) -> ClientProfiles:
         """Inverse of ``to_frame`` (rows sorted by client_id)."""
         frame = frame.sort_values("client_id")
+        device = frame["s_per_sample"].to_numpy(dtype=float) if "s_per_sample" in frame else None
         return cls(
             **{name: frame[name].to_numpy(dtype=float) for name in
-               ("downlink_bps", "uplink_bps", "rtt_s", "speed", "availability")}
+               ("downlink_bps", "uplink_bps", "rtt_s", "speed", "availability")},
+            s_per_sample=device,
         )
 
 

@@ -20,7 +20,9 @@ One round r (details and a worked example: docs/network-model.md):
 4. compute: ``compute_s[k] = t_comp_full * work_fraction * work_k / speed_k``
    with ``work_k = local_epochs * samples_k / (5 * reference_samples)``
    (`fedsim.system.payload.work_units`: t_comp_full times the paper's 5 epochs
-   over ``reference_samples``); a client that drops out (probability
+   over ``reference_samples``), or with a device trace
+   ``samples_k * local_epochs * s_per_sample_k * work_fraction``
+   (`fedsim.system.devices`); a client that drops out (probability
    ``dropout``, stream ``"dropout"``) quits at a uniformly drawn moment of its
    computation (same stream) and the server notices at once;
 5. upload: the client starts sending when the computation ends; its bytes
@@ -54,6 +56,7 @@ from fedsim.store import atomic_write
 from fedsim.store.artifacts import SYSTEM_FILES
 from fedsim.system.availability import load_sessions, stop_flows
 from fedsim.system.cells import PathLinks
+from fedsim.system.devices import apply_device_trace
 from fedsim.system.frames import SIM_ROUND_COLUMNS, TIMELINE_COLUMNS
 from fedsim.system.links import SharedLink, fluid_schedule
 from fedsim.system.payload import REFERENCE_EPOCHS, Payload
@@ -353,7 +356,7 @@ def simulate(
         raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
     if given_participants is not None and len(given_participants) != rounds:
         raise ValueError(f"given_participants holds {len(given_participants)} rounds, not {rounds}")
-    profiles = draw_profiles(system.clients, samples.size, seed, base_dir)
+    profiles = apply_device_trace(draw_profiles(system.clients, samples.size, seed, base_dir), system, base_dir)
     sessions = load_sessions(system.clients.sessions, samples.size, seed, base_dir)
     plan = RoundPlan(system, profiles, samples, payload, float(work_fraction), seed,
                      int(local_epochs), sessions, given_participants)

@@ -19,6 +19,7 @@ system:
     speed: {dist: normal, mean: 1.0, std: 0.3, min: 0.2, max: 3.0}
     availability: 1.0
     trace: null                   # or "profiles.csv" (replaces the five above)
+    device_trace: null            # or "devices.csv": s_per_sample or flops_per_s per client (replaces speed)
     sessions: null                # or "sessions.csv" (online intervals), or {model: diurnal, ...}
   server:
     downlink: inf                 # server egress, shared by all clients' downloads
@@ -184,6 +185,9 @@ class ClientsSpec(Section):
     speed: Distribution = Constant(value=1.0)
     availability: Distribution = Constant(value=1.0)
     trace: str | None = None
+    #: per-client device speed (seconds per sample or FLOP/s) from a CSV,
+    #: replacing ``speed`` (`fedsim.system.devices`, docs/network-model.md)
+    device_trace: str | None = None
     dynamics: DynamicsSpec | None = None
     #: when each client is online: None, a CSV of intervals, or a diurnal
     #: generator (`fedsim.system.availability_spec`, docs/network-model.md)
@@ -221,6 +225,19 @@ class ClientsSpec(Section):
                 f"trace {self.trace!r} gives every client's {', '.join(CLIENT_DOMAINS)}; "
                 f"remove {', '.join(clashing)} (or the trace)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _device_trace_replaces_speed(self) -> ClientsSpec:
+        if self.device_trace is None:
+            return self
+        if not self.device_trace.strip():
+            raise value_error("device_trace: an empty path; use null for no device trace")
+        if self.trace is not None:
+            raise value_error(f"device_trace {self.device_trace!r} and trace {self.trace!r} both give every "
+                              "client's speed; keep one")
+        if self.speed != type(self)().speed:
+            raise value_error(f"device_trace {self.device_trace!r} gives every client's speed; remove speed")
         return self
 
     @model_validator(mode="after")
