@@ -9,11 +9,11 @@ external``) is `read_partition`; `resolve_data_files` checks both when a run
 starts.
 """
 
-from importlib import import_module
-from typing import Any
 
 # Names are imported on first use (PEP 562), so that ``import fedsim.data.spec``
 # (the config section) does not import the dataset readers; see docs/performance.md.
+from fedsim import lazy
+
 _EXPORTS: dict[str, str] = {
     "DATASET_NAMES": "registry", "DATASETS": "registry", "Dataset": "datasets",
     "DatasetSpec": "registry", "UnknownDatasetError": "registry", "as_float": "datasets",
@@ -30,18 +30,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import the module that defines ``name`` on first access."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # later accesses skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__ = lazy.exports(globals(), _EXPORTS)
 
 
 __all__ = [

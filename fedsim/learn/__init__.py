@@ -23,11 +23,11 @@ sections in `spec` import no torch), but not the function `pretrain.pretrain`:
 ``fedsim.learn.pretrain`` stays the module.
 """
 
-from importlib import import_module
-from typing import Any
 
 # Names are imported on first use (PEP 562), so that ``import fedsim.learn.spec``
 # (the config sections) does not import torch; see docs/performance.md.
+from fedsim import lazy
+
 _EXPORTS: dict[str, str] = {
     "ClientData": "federated", "fedavg": "federated", "round_flops": "federated",
     "train": "federated",
@@ -42,18 +42,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import the module that defines ``name`` on first access."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # later accesses skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__ = lazy.exports(globals(), _EXPORTS)
 
 
 __all__ = [

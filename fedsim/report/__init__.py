@@ -11,8 +11,8 @@ Names are imported on first use (PEP 562): ``fedsim.report.inputs`` and
 ``fedsim.report.study.analysis`` import no matplotlib.
 """
 
-from importlib import import_module
-from typing import Any
+
+from fedsim import lazy
 
 _EXPORTS: dict[str, str] = {
     "ScenarioReportInput": "fedsim.report.inputs",
@@ -24,18 +24,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import the module that defines ``name`` on first access."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value  # later accesses skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__ = lazy.exports(globals(), _EXPORTS)
 
 
 __all__ = [

@@ -6,11 +6,11 @@ returns the per-client, per-round timeline, the per-round costs and who is
 aggregated in each round. See docs/network-model.md.
 """
 
-from importlib import import_module
-from typing import Any
 
 # Names are imported on first use (PEP 562), so that ``import fedsim.system.spec``
 # (the config section) does not import simpy or pandas; see docs/performance.md.
+from fedsim import lazy
+
 _EXPORTS: dict[str, str] = {
     "FluidSchedule": "links", "SharedLink": "links", "fluid_schedule": "links",
     "max_min_rates": "links", "water_level": "links",
@@ -25,18 +25,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import the module that defines ``name`` on first access."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # later accesses skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__ = lazy.exports(globals(), _EXPORTS)
 
 
 __all__ = [
