@@ -27,6 +27,7 @@ import csv
 import math
 import re
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -46,12 +47,12 @@ _UNIT_SUFFIX = {"bps": 1.0, "kbps": 1e3, "mbps": 1e6, "gbps": 1e9}
 DIRECTIONS = ("downlink", "uplink")
 
 
-class LinkSeries:
-    """One direction's capacity over time for every client (base class)."""
+class LinkSeries(Protocol):
+    """One direction's capacity over time for every client."""
 
     def segment(self, client: int, t_s: float) -> tuple[float, float]:
         """(capacity in bits/s at ``t_s``, the next time > t_s it changes; inf: never)."""
-        raise NotImplementedError
+        ...
 
 
 class AR1Series(LinkSeries):
