@@ -42,6 +42,7 @@ import numpy as np
 from fedsim import seeding
 from fedsim.errors import InputError
 from fedsim.system.availability_spec import DiurnalSpec
+from fedsim.system.csvrows import data_rows
 from fedsim.system.links import FluidSchedule
 from fedsim.units import parse_duration
 
@@ -163,12 +164,7 @@ def read_sessions(path: Path, n_clients: int) -> Sessions:
                              f"expected the columns {','.join(SESSION_COLUMNS)}")
         col = {name: header.index(name) for name in SESSION_COLUMNS}
         last: dict[int, tuple[float, int]] = {}
-        for row in reader:
-            line = reader.line_num
-            if not any(c.strip() for c in row):
-                continue
-            if len(row) != len(header):
-                raise InputError(f"{where} line {line}: {len(row)} cells, expected {len(header)}")
+        for line, row in data_rows(reader, len(header), where):
             raw_id = row[col["client_id"]].strip()
             try:
                 client = int(raw_id)

@@ -43,6 +43,7 @@ import numpy as np
 
 from fedsim.errors import InputError
 from fedsim.learn.counts import LENET_FLOPS_PER_SAMPLE
+from fedsim.system.csvrows import data_rows
 from fedsim.system.payload import REFERENCE_EPOCHS
 from fedsim.system.profiles import ClientProfiles
 from fedsim.system.spec import SystemConfig
@@ -150,12 +151,7 @@ def read_device_trace(path: Path, n_clients: int) -> DeviceTrace:
             raise InputError(f"{where} line {line}: {problem}; expected {expected}")
         id_col, speed_col = header.index("client_id"), header.index(speeds[0])
         to_seconds = DEVICE_COLUMNS[speeds[0]]
-        for row in reader:
-            line = reader.line_num
-            if not any(c.strip() for c in row):
-                continue
-            if len(row) != len(header):
-                raise InputError(f"{where} line {line}: {len(row)} cells, expected {len(header)}")
+        for line, row in data_rows(reader, len(header), where):
             raw_id = row[id_col].strip()
             try:
                 client = int(raw_id)

@@ -33,6 +33,7 @@ import numpy as np
 
 from fedsim import seeding
 from fedsim.errors import InputError
+from fedsim.system.csvrows import data_rows
 from fedsim.units import parse_quantity
 
 __all__ = ["LTE_PRESET", "AR1Series", "LinkSeries", "TraceSeries", "generate_lte_trace",
@@ -175,12 +176,7 @@ def read_bandwidth_trace(path: Path, n_clients: int, unit: str | None = None) ->
         missing = [c for c in ("client_id", "t_s", *DIRECTIONS) if c not in columns]
         if missing:
             raise InputError(f"{where} line {reader.line_num}: missing column(s) {', '.join(missing)}")
-        for row in reader:
-            if not any(c.strip() for c in row):
-                continue
-            line = reader.line_num
-            if len(row) != len(header):
-                raise InputError(f"{where} line {line}: {len(row)} cells, expected {len(header)}")
+        for line, row in data_rows(reader, len(header), where):
             values = {}
             for name, (index, scale) in columns.items():
                 cell = row[index].strip()

@@ -26,6 +26,7 @@ from pydantic_core import PydanticCustomError
 
 from fedsim import seeding
 from fedsim.errors import InputError
+from fedsim.system.csvrows import data_rows
 from fedsim.system.spec import CLIENT_DOMAINS, ClientsSpec, Constant, LogNormal, Normal, Uniform
 
 __all__ = ["TRACE_COLUMNS", "ClientProfiles", "draw_profiles", "read_trace", "sample_attribute"]
@@ -182,13 +183,8 @@ def read_trace(path: Path, n_clients: int) -> ClientProfiles:
         values = {name: np.full(n_clients, np.nan) for name in CLIENT_DOMAINS}
         seen_on: dict[int, int] = {}
         rows = 0
-        for row in reader:
-            line = reader.line_num
-            if not any(cell.strip() for cell in row):
-                continue
+        for line, row in data_rows(reader, len(header), where):
             rows += 1
-            if len(row) != len(header):
-                raise InputError(f"{where} line {line}: {len(row)} cells, expected {len(header)}")
             raw_id = row[columns["client_id"]].strip()
             try:
                 client_id = int(raw_id)
