@@ -22,7 +22,7 @@ import yaml
 from pydantic import ValidationError
 
 from fedsim.config.errors import format_validation_error
-from fedsim.config.paths import NotASectionError, set_path
+from fedsim.config.paths import NotASectionError, set_path, split_key_path
 from fedsim.config.schema import Scenario
 from fedsim.errors import InputError, quote
 
@@ -166,16 +166,18 @@ def read_yaml(path: str | Path, what: str = "scenario file") -> Any:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split ``a.b.c=value`` into (["a","b","c"], value); the value is YAML."""
+    """Split ``a.b.c=value`` into (["a","b","c"], value); the value is YAML.
+    A key part in double quotes may hold dots (`fedsim.config.paths.split_key_path`)."""
     key, sep, value = text.partition("=")
-    key = key.strip()
-    if not sep or not key or any(not part for part in key.split(".")):
-        raise InputError(f"--set {text!r}: expected KEY.PATH=VALUE, e.g. system.clients.uplink='2 Mbps'")
+    parts = split_key_path(key.strip())
+    if not sep or not parts:
+        raise InputError(f"--set {text!r}: expected KEY.PATH=VALUE, e.g. system.clients.uplink='2 Mbps' "
+                         f'(a label with dots in double quotes: methods."hp-fl-0.41".level=4)')
     try:
         parsed = yaml.load(value, Loader=_StrictLoader) if value.strip() else None
     except yaml.YAMLError as exc:
         raise InputError(f"--set {text!r}: value is not valid YAML ({exc})") from exc
-    return key.split("."), parsed
+    return parts, parsed
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:

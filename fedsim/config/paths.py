@@ -12,6 +12,7 @@ model's fields only.
 from __future__ import annotations
 
 import copy
+import re
 import types
 import typing
 from collections.abc import Mapping, MutableMapping, Sequence
@@ -79,6 +80,21 @@ def _is_mapping_of_labels(annotation: Any) -> bool:
     return typing.get_origin(annotation) is dict
 
 
+def split_key_path(path: str) -> list[str]:
+    """The parts of a dotted key path: ``system.clients.uplink`` ->
+    ``["system", "clients", "uplink"]``. A part in double quotes may hold
+    dots, for a label such as ``methods."hp-fl-0.41".remaining_rate``.
+
+    Returns [] for a path that is not one: empty, an empty part
+    (``a..b``), or an unclosed quote.
+    """
+    parts = re.findall(r'"([^"]*)"|([^."]+)', path)
+    rebuilt = ".".join(f'"{q}"' if q else p for q, p in parts)
+    if not path or rebuilt != path or any(not (q or p) for q, p in parts):
+        return []
+    return [q or p for q, p in parts]
+
+
 def check_key_path(path: str, base: Mapping[str, Any], where: str, schema: Any = Scenario) -> list[str]:
     """Check that ``path`` (``system.clients.uplink``) names a key of ``schema``
     and return its parts. Under a mapping of labels (``methods``) the next part
@@ -94,9 +110,10 @@ def check_key_path(path: str, base: Mapping[str, Any], where: str, schema: Any =
             valid keys at that level), a missing label, or a key under a plain
             value.
     """
-    parts = path.split(".")
-    if not path or any(not p for p in parts):
-        raise InputError(f"{where}: {path!r} is not a dotted key path such as system.clients.uplink")
+    parts = split_key_path(path)
+    if not parts:
+        raise InputError(f"{where}: {path!r} is not a dotted key path such as system.clients.uplink "
+                         f'(a label with dots in double quotes: methods."hp-fl-0.41".level)')
     annotation: Any = schema
     node: Any = base
     for i, part in enumerate(parts):

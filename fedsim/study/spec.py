@@ -149,7 +149,7 @@ class Axis:
     def is_remaining_rate(self) -> bool:
         """Whether the axis sets a method's remaining rate
         (``methods.<label>.remaining_rate``)."""
-        parts = self.path.split(".")
+        parts = paths.split_key_path(self.path)
         return len(parts) == 3 and parts[0] == "methods" and parts[2] == "remaining_rate"
 
 
