@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from fedsim.system.dynamics import DIRECTIONS, AR1Series, LinkSeries, read_bandwidth_trace
+from fedsim.system.fastnet import fast_path_schedule
 from fedsim.system.network import PathSchedule, path_schedule
 from fedsim.system.profiles import ClientProfiles
 from fedsim.system.spec import SystemConfig
@@ -37,6 +38,9 @@ class ConstantSeries(LinkSeries):
 
     def segment(self, client: int, t_s: float) -> tuple[float, float]:
         return float(self.bps[client]), math.inf
+
+    def segments(self, clients: np.ndarray, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.bps[clients].astype(float), np.full(len(clients), math.inf)
 
 
 def assign_cells(system: SystemConfig, n_clients: int) -> np.ndarray:
@@ -94,7 +98,13 @@ class PathLinks:
 
     Shared links per direction: index 0 is the server's link (egress for
     downloads, ingress for uploads), 1 + c is cell c.
+
+    ``engine`` picks the solver: "fast" (`fedsim.system.fastnet`, the
+    default) or "simpy" (`fedsim.system.network.path_schedule`, one SimPy
+    process per flow: the reference the fast one is tested against).
     """
+
+    engine = "fast"
 
     def __init__(self, system: SystemConfig, profiles: ClientProfiles, seed: int,
                  base_dir: Path | None = None) -> None:
@@ -123,7 +133,22 @@ class PathLinks:
                 cap_bps, next_s = series.segment(client, next_s)
             return cap_bps, next_s - t0_s
 
-        return path_schedule(start_s, size_bytes, caps, shared_of, self.capacity_bps[direction], until_s=until_s)
+        if self.engine == "simpy":
+            return path_schedule(start_s, size_bytes, caps, shared_of, self.capacity_bps[direction], until_s=until_s)
+
+        if hasattr(series, "_dense_logs") and clients.size:  # every row of the batch at once
+            series._dense_logs(clients, 1)
+
+        def vec_caps(flows: np.ndarray, offset_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            who = clients[flows]
+            cap_bps, next_s = series.segments(who, t0_s + offset_s)
+            again = next_s - t0_s <= offset_s  # as in caps(): rounded to just before a change
+            if again.any():
+                cap_bps[again], next_s[again] = series.segments(who[again], next_s[again])
+            return cap_bps, next_s - t0_s
+
+        return fast_path_schedule(start_s, size_bytes, vec_caps, shared_of, self.capacity_bps[direction],
+                                  until_s=until_s)
 
     def bind(self, direction: str, t0_s: float, clients: np.ndarray) -> Callable[..., PathSchedule]:
         """``transfer`` with the signature of `SharedLink.transfer_all`

@@ -55,6 +55,11 @@ class LinkSeries(Protocol):
         """(capacity in bits/s at ``t_s``, the next time > t_s it changes; inf: never)."""
         ...
 
+    def segments(self, clients: np.ndarray, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`segment` for many (client, time) pairs at once (the fast engine's
+        form, `fedsim.system.fastnet`): arrays of capacities and next changes."""
+        ...
+
 
 class AR1Series(LinkSeries):
     """``base_bps[k] * exp(X_k[floor(t / interval_s)])`` (module docstring).
@@ -77,6 +82,9 @@ class AR1Series(LinkSeries):
         self.direction = direction
         self._log: dict[int, np.ndarray] = {}
         self._rng: dict[int, np.random.Generator] = {}
+        self._row_of: np.ndarray | None = None  # the dense table of `segments` (rows: clients)
+        self._table = np.zeros((0, 0))
+        self._table_rng: list[np.random.Generator] = []
 
     def log_factors(self, client: int, count: int) -> np.ndarray:
         """X_0 .. X_{count-1} of ``client`` (drawn on demand, chunk by chunk)."""
@@ -106,6 +114,54 @@ class AR1Series(LinkSeries):
         factor = math.exp(log)
         return float(self.base_bps[client] * factor), (j + 1) * self.interval_s
 
+    def segments(self, clients: np.ndarray, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`segment` vectorised: the log factors are read from a dense table
+        (one row per client asked for so far, whole chunks of intervals, the
+        AR(1) recursion run over all rows at once: the same values as
+        `log_factors`)."""
+        clients = np.asarray(clients, dtype=np.int64)
+        t_s = np.asarray(t_s, dtype=float)
+        j = np.maximum(np.floor(t_s / self.interval_s), 0.0).astype(np.int64)
+        j += (j + 1) * self.interval_s <= t_s  # floor rounded down across a boundary
+        last = int(j.max(initial=0))
+        rows = self._row_of[clients] if self._row_of is not None else None
+        if rows is None or rows.min(initial=0) < 0 or last >= self._table.shape[1]:
+            self._dense_logs(clients, last + 1)
+            rows = self._row_of[clients]
+        return self.base_bps[clients] * np.exp(self._table[rows, j]), (j + 1) * self.interval_s
+
+    def _dense_logs(self, clients: np.ndarray, count: int) -> np.ndarray:
+        """The dense table of log factors, with rows for ``clients`` and at
+        least ``count`` columns (``_row_of`` maps a client to its row)."""
+        if self._row_of is None:
+            self._row_of = np.full(self.base_bps.size, -1, dtype=np.int64)
+        new = np.unique(clients[self._row_of[clients] < 0])
+        if new.size:
+            rngs = [seeding.rng(self.seed, "bandwidth", self.direction, int(k)) for k in new.tolist()]
+            rows = np.zeros((new.size, 0))
+            while rows.shape[1] < self._table.shape[1]:
+                rows = self._more(rows, rngs)
+            self._row_of[new] = np.arange(new.size) + self._table.shape[0]
+            self._table = np.concatenate((self._table, rows)) if self._table.size else rows
+            self._table_rng.extend(rngs)
+        while self._table.shape[1] < count:
+            self._table = self._more(self._table, self._table_rng)
+        return self._table
+
+    def _more(self, rows: np.ndarray, rngs: list[np.random.Generator]) -> np.ndarray:
+        """``rows`` with one more chunk of intervals per row (`log_factors`'s
+        recursion, vectorised over the rows)."""
+        eps = np.array([rng.standard_normal(_CHUNK) for rng in rngs]).reshape(len(rngs), _CHUNK)
+        chunk = np.empty_like(eps)
+        step = math.sqrt(1.0 - self.rho * self.rho) * self.sigma
+        fresh = rows.shape[1] == 0
+        x = eps[:, 0] * self.sigma if fresh else rows[:, -1]
+        for j in range(_CHUNK):
+            if j or not fresh:
+                x = self.rho * x + step * eps[:, j]
+            chunk[:, j] = x
+        return np.concatenate((rows, chunk), axis=1)
+
 
 class TraceSeries(LinkSeries):
     """Per-client change times (s, first 0) and capacities (bits/s) read from a trace."""
@@ -119,6 +175,15 @@ class TraceSeries(LinkSeries):
         k = int(np.searchsorted(times, t_s, side="right")) - 1
         nxt = float(times[k + 1]) if k + 1 < times.size else math.inf
         return float(self.bps[client][max(k, 0)]), nxt
+
+    def segments(self, clients: np.ndarray, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`segment` for many pairs (a loop: each client has its own times)."""
+        pairs = [self.segment(k, t) for k, t in zip(np.asarray(clients).tolist(), np.asarray(t_s).tolist(),
+                                                     strict=True)]
+        if not pairs:
+            return np.zeros(0), np.zeros(0)
+        cap, nxt = zip(*pairs, strict=True)
+        return np.array(cap, dtype=float), np.array(nxt, dtype=float)
 
 
 def _column_scale(name: str, unit: str | None, where: str) -> tuple[str, float] | None:

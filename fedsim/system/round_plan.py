@@ -117,13 +117,30 @@ class RoundPlan:
 
 class Recorder:
     """Column arrays of the timeline (preallocated, K rows per round) and the
-    per-round records; a DataFrame is built once at the end."""
+    per-round records; a DataFrame is built once at the end.
 
-    def __init__(self, n_clients: int, rounds: int) -> None:
-        rows = n_clients * rounds
+    With a ``sink`` (`fedsim.system.timeline_io.TimelineWriter`) the arrays
+    hold only ``chunk_rounds`` rounds: `round_done` hands each full chunk to
+    the sink and starts the next, and `close` writes the last one, so the
+    timeline is never held whole. ``base(r)`` is round r's first row.
+    """
+
+    def __init__(self, n_clients: int, rounds: int, sink: Any = None, chunk_rounds: int | None = None) -> None:
         self.n_clients = n_clients
+        self.rounds_total = rounds
+        self.sink = sink
+        self.chunk_rounds = rounds if sink is None else max(1, min(rounds, chunk_rounds or rounds))
+        self.first_round = 1  # the round the arrays' first rows belong to
+        self._allocate(self.chunk_rounds)
+        self.round_rows: list[tuple[Any, ...]] = []
+        self.participation: list[np.ndarray] = []
+
+    def _allocate(self, rounds: int) -> None:
+        n_clients = self.n_clients
+        rows = n_clients * rounds
+        first = self.first_round
         self.cols: dict[str, np.ndarray] = {
-            "round": np.repeat(np.arange(1, rounds + 1, dtype=np.int64), n_clients),
+            "round": np.repeat(np.arange(first, first + rounds, dtype=np.int64), n_clients),
             "client_id": np.tile(np.arange(n_clients, dtype=np.int64), rounds),
             "selected": np.zeros(rows, dtype=bool),
             "kept": np.zeros(rows, dtype=bool),
@@ -133,8 +150,40 @@ class Recorder:
             "up_bytes": np.zeros(rows),
             "compute_s": np.zeros(rows),
         }
-        self.round_rows: list[tuple[Any, ...]] = []
-        self.participation: list[np.ndarray] = []
+
+    def base(self, round_num: int) -> int:
+        """The row of client 0 in round ``round_num`` within the arrays."""
+        return (round_num - self.first_round) * self.n_clients
+
+    def round_done(self, round_num: int) -> None:
+        """Round ``round_num`` is recorded: with a sink, write a full chunk."""
+        if self.sink is None or round_num - self.first_round + 1 < self.chunk_rounds:
+            return
+        self.sink.write(self.arrow())
+        self.first_round = round_num + 1
+        left = self.rounds_total - round_num
+        if left > 0:
+            self._allocate(min(self.chunk_rounds, left))
+
+    def close(self) -> None:
+        """With a sink: write the rounds not yet written and finish the file."""
+        if self.sink is None:
+            return
+        done = len(self.round_rows)
+        if done >= self.first_round:  # a partial chunk (a run cut short by an error has none)
+            rows = (done - self.first_round + 1) * self.n_clients
+            self.cols = {name: values[:rows] for name, values in self.cols.items()}
+            self.sink.write(self.arrow())
+        self.sink.close()
+
+    def arrow(self) -> Any:
+        """The arrays as a ``pyarrow.Table`` (what the sink writes; the reason
+        codes become strings in arrow, without a Python object per row)."""
+        import pyarrow as pa
+
+        reasons = pa.array(DROP_REASONS, type=pa.string()).take(pa.array(self.cols["drop_reason"]))
+        return pa.table({name: reasons if name == "drop_reason" else pa.array(self.cols[name])
+                         for name in TIMELINE_COLUMNS})
 
     def timeline(self) -> pd.DataFrame:
         cols = dict(self.cols)

@@ -43,6 +43,7 @@ clients with their phase times, and unselected ones with ``selected=False``
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,7 @@ from fedsim.system.payload import REFERENCE_EPOCHS, Payload
 from fedsim.system.profiles import ClientProfiles, draw_profiles
 from fedsim.system.round_plan import DROP_REASONS, Recorder, RoundPlan
 from fedsim.system.spec import ServerSpec, SystemConfig
+from fedsim.system.timeline_io import CHUNK_ROWS, TimelineWriter, read_timeline
 
 __all__ = [
     "DROP_REASONS",
@@ -106,12 +108,33 @@ class SystemResult:
         participation: per round, the sorted client ids whose updates are
             aggregated (what the training stage consumes).
         profiles: the clients' profiles used.
+        timeline_file: where the timeline was written in chunks
+            (``simulate(..., timeline_path=...)``); then ``timeline`` reads
+            it on each access and `read_timeline` reads some rounds only.
     """
 
-    timeline: pd.DataFrame
+    timeline_frame: pd.DataFrame | None
     rounds: pd.DataFrame
     participation: list[np.ndarray]
     profiles: ClientProfiles
+    timeline_file: Path | None = None
+
+    @property
+    def timeline(self) -> pd.DataFrame:
+        """The whole timeline (read from ``timeline_file`` when it is on disk)."""
+        if self.timeline_frame is not None:
+            return self.timeline_frame
+        return read_timeline(self.timeline_file)
+
+    def read_timeline(self, rounds: Sequence[int] | None = None,
+                      columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """The timeline's rows of ``rounds`` (all: None) and ``columns``."""
+        if self.timeline_frame is None:
+            return read_timeline(self.timeline_file, rounds, columns)
+        frame = self.timeline_frame
+        if rounds is not None:
+            frame = frame[frame["round"].isin(list(rounds))]
+        return frame if columns is None else frame[list(columns)]
 
     def round_costs(self) -> pd.DataFrame:
         """The system's columns of rounds.csv, one row per round: round,
@@ -168,7 +191,7 @@ def synchronous_round(
     available = plan.available(round_num, t0)
     selected = plan.select(round_num, available)
     n = selected.size
-    base = (round_num - 1) * plan.n_clients
+    base = record.base(round_num)
     cols = record.cols
     if not plan.all_available or plan.sessions is not None:
         cols["drop_reason"][base + np.flatnonzero(~available)] = _UNAVAILABLE
@@ -293,6 +316,7 @@ def synchronous_round(
          down_total, up_total, down_total + up_total, *breakdown)
     )
     record.participation.append(selected[kept].astype(np.int64))
+    record.round_done(round_num)
 
 
 def federated_training(
@@ -318,11 +342,12 @@ def simulate(
     base_dir: Path | None = None,
     progress: bool = False,
     given_participants: Sequence[np.ndarray] | None = None,
+    timeline_path: str | Path | None = None,
 ) -> SystemResult:
     """Simulate ``rounds`` synchronous FL rounds of K = len(client_samples) clients.
 
     A pure function of its arguments (the trace file, if any, is read; nothing
-    is written).
+    is written unless ``timeline_path`` is given).
 
     Args:
         system: the scenario's ``system`` section.
@@ -341,6 +366,10 @@ def simulate(
         given_participants: round r selects exactly ``given_participants[r - 1]``
             (client ids): every client available, none dropping out, all kept
             unless the deadline or a session ending cuts them (`fedsim replay`).
+        timeline_path: write the timeline there as it is simulated, in row
+            groups of about `fedsim.system.timeline_io.CHUNK_ROWS` rows (whole
+            rounds), instead of holding it whole (large populations); the
+            result's ``timeline_file`` names it.
 
     Raises:
         ValueError: bad arguments (no clients, negative samples or work, rounds < 1,
@@ -362,20 +391,39 @@ def simulate(
                      int(local_epochs), sessions, given_participants)
     if system.clients.dynamics is not None or system.cells:
         plan.paths = PathLinks(system, profiles, seed, base_dir)
-    record = Recorder(samples.size, int(rounds))
+    if timeline_path is None:
+        record = Recorder(samples.size, int(rounds))
+    else:
+        sink = TimelineWriter(timeline_path)
+        record = Recorder(samples.size, int(rounds), sink, max(1, CHUNK_ROWS // samples.size))
     env = simpy.Environment()
     server = Server(env, system.server)
     env.process(federated_training(env, server, plan, int(rounds), record, progress))
-    env.run()
-    return SystemResult(record.timeline(), record.rounds(), record.participation, profiles)
+    if timeline_path is None:
+        env.run()
+        return SystemResult(record.timeline(), record.rounds(), record.participation, profiles)
+    try:
+        env.run()
+        record.close()
+    except BaseException:
+        sink.abort()
+        raise
+    return SystemResult(None, record.rounds(), record.participation, profiles, sink.path)
 
 
 def save_result(result: SystemResult, directory: str | Path) -> None:
     """Write timeline.parquet, rounds.parquet and profiles.parquet
     (`SYSTEM_FILES`) into ``directory`` (each atomically)."""
     directory = Path(directory)
+    target = directory / SYSTEM_FILES["timeline"]
+    if result.timeline_file is not None:  # written in chunks already: copy the file, not the frame
+        if Path(result.timeline_file).resolve() != target.resolve():
+            with atomic_write(target) as handle, open(result.timeline_file, "rb") as source:
+                shutil.copyfileobj(source, handle)
+    else:
+        with atomic_write(target) as handle:
+            result.timeline.to_parquet(handle, index=False)
     for name, frame in (
-        ("timeline", result.timeline),
         ("rounds", result.rounds),
         ("profiles", result.profiles.to_frame()),
     ):

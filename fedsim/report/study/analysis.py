@@ -42,6 +42,8 @@ SWEEP_METRICS: tuple[tuple[str, str, str], ...] = (
     ("tta_s", "TTA", "seconds"),
     ("final_accuracy", "Final accuracy", "accuracy"),
 )
+# with energy (``system.energy``): ETA@x, joules of all clients to the target
+ENERGY_METRICS: tuple[tuple[str, str, str], ...] = (("eta_j", "ETA", "energy"),)
 NOT_REACHED = "not reached"
 
 # Student-t 97.5 % quantiles for 1..30 degrees of freedom (two-sided 95 %).
@@ -260,6 +262,7 @@ def ranking_flips(grid: Grid, link_labels: Mapping[float, str], max_pairs: int =
 
 
 __all__ = [
+    "ENERGY_METRICS",
     "NOT_REACHED",
     "SWEEP_COLUMNS",
     "SWEEP_METRICS",

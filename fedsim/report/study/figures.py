@@ -7,6 +7,11 @@ numbers they draw):
 * ``metrics_along_axis``: per axis and target, each metric along the axis
   (mean and 95 % Student-t interval over seeds).
 
+With energy in the sweep (ETA@x, ``eta_j``: joules of all clients until the
+round that reaches x; `fedsim.metrics`) the same two figures rank by energy:
+``tta_heatmap(..., quantity="energy")`` over an ETA grid and
+``metrics_along_axis(..., metrics=ENERGY_METRICS)``.
+
 Cells missed by every seed are drawn hatched grey and labelled "not reached";
 cells missed by some seeds show the mean of the others and "k/n".
 """
@@ -26,7 +31,14 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FuncFormatter
 
-from fedsim.report._units import byte_unit, format_seconds, format_target, time_unit
+from fedsim.report._units import (
+    byte_unit,
+    energy_unit,
+    format_joules,
+    format_seconds,
+    format_target,
+    time_unit,
+)
 from fedsim.report.inputs import StudyReportInput
 from fedsim.report.methods import MethodStyle
 from fedsim.report.study.analysis import (
@@ -59,17 +71,23 @@ def tta_heatmap(
     link_labels: Mapping[float, str],
     link_title: str,
     title: str,
+    quantity: str = "time",
 ) -> Figure:
     """Heatmap of mean TTA (log colour scale): configurations (rows, densest on
     top) x link values (columns), each cell labelled with its time; the best
     configuration of each column marked with a star and joined by a line;
-    cells no seed reached hatched grey, "not reached"."""
+    cells no seed reached hatched grey, "not reached". ``quantity="energy"``:
+    the grid holds ETA@x (J) and the cells, colour bar and legend say so."""
+    if quantity not in ("time", "energy"):
+        raise ValueError(f"quantity must be 'time' or 'energy', got {quantity!r}")
+    unit_of, format_cell, name = ((time_unit, format_seconds, "TTA") if quantity == "time"
+                                  else (energy_unit, format_joules, "ETA"))
     n_rows, n_cols = len(grid.configs), len(grid.link_values)
     means = np.array([[c.mean for c in row] for row in grid.cells], dtype=float).reshape(
         n_rows, n_cols
     )
     finite = means[np.isfinite(means)]
-    unit, scale = time_unit(float(finite.max()) if finite.size else 0.0)
+    unit, scale = unit_of(float(finite.max()) if finite.size else 0.0)
     width = float(np.clip(2.6 + 0.9 * n_cols, 4.5, 11.0))
     height = float(np.clip(1.4 + 0.42 * n_rows, 2.4, 9.0))
     fig = figure(width, height)
@@ -91,7 +109,7 @@ def tta_heatmap(
         interpolation="nearest",
     )
     colorbar = fig.colorbar(image, ax=ax, pad=0.02)
-    colorbar.set_label(f"Mean TTA ({unit}), lower is better")
+    colorbar.set_label(f"Mean {name} ({unit}), lower is better")
     colorbar.ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     colorbar.ax.yaxis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
 
@@ -126,7 +144,7 @@ def tta_heatmap(
                 continue
             if not annotate:
                 continue
-            text = format_seconds(cell.mean)
+            text = format_cell(cell.mean)
             if not cell.reached:
                 text += f"\n({cell.n_reached}/{cell.n_seeds} seeds)"
             shade = image.cmap(image.norm(cell.mean / scale))
@@ -179,7 +197,7 @@ def tta_heatmap(
     ]
     fig.legend(
         handles,
-        ["best configuration per column (lowest mean TTA)", NOT_REACHED],
+        [f"best configuration per column (lowest mean {name})", NOT_REACHED],
         loc="outside lower center",
         ncols=2,
         frameon=False,
@@ -194,6 +212,8 @@ def _metric_unit(kind: str, values: np.ndarray) -> tuple[str, float]:
         return byte_unit(largest)
     if kind == "seconds":
         return time_unit(largest)
+    if kind == "energy":
+        return energy_unit(largest)
     if kind == "accuracy":
         return ("%", 0.01)
     return ("rounds", 1.0)
@@ -268,8 +288,10 @@ def metrics_along_axis(
     configs: Sequence[Configuration],
     style: MethodStyle,
     report: StudyReportInput,
+    metrics: Sequence[tuple[str, str, str]] = SWEEP_METRICS,
 ) -> Figure:
-    """NRA, CCA, CTA, TTA at ``target`` and final accuracy against ``axis``:
+    """NRA, CCA, CTA, TTA at ``target`` and final accuracy against ``axis``
+    (or ``metrics``: (column, panel title, unit kind), e.g. `ENERGY_METRICS`):
     mean over seeds with its 95 % interval (band), filled markers where every
     seed reached the target, hollow where only some did, a cross at the top
     of the panel where none did."""
@@ -285,13 +307,18 @@ def metrics_along_axis(
         x_values.size > 1 and x_values.min() > 0 and x_values.max() / x_values.min() >= 10.0
     )
 
-    fig = figure(DOUBLE_WIDTH_IN, 5.4)
-    grid = fig.subplots(2, 3, squeeze=False)
-    panels = [grid[0][0], grid[0][1], grid[0][2], grid[1][0], grid[1][1]]
-    legend_ax = grid[1][2]
-    legend_ax.set_axis_off()
+    n_cols = min(3, len(metrics) + 1)  # the panels, then the legend's
+    n_rows = -(-(len(metrics) + 1) // n_cols)
+    legend_in = 1.3 + 0.17 * (len(series) + 3)  # the legend's lines (series, interval, markers) must fit
+    fig = figure(DOUBLE_WIDTH_IN if n_cols == 3 else 0.7 * DOUBLE_WIDTH_IN, max(2.7 * n_rows, legend_in))
+    grid = fig.subplots(n_rows, n_cols, squeeze=False)
+    cells = [ax for row in grid for ax in row]
+    panels = cells[: len(metrics)]
+    legend_ax = cells[len(metrics)]
+    for ax in cells[len(metrics):]:
+        ax.set_axis_off()
     any_partial = any_missing = False
-    for ax, (metric, panel_title, kind) in zip(panels, SWEEP_METRICS, strict=True):
+    for ax, (metric, panel_title, kind) in zip(panels, metrics, strict=True):
         if metric not in rows.columns:
             ax.set_axis_off()
             continue
@@ -362,7 +389,8 @@ def metrics_along_axis(
         handles.append(Line2D([], [], ls="none", marker="x", color="black", ms=5))
         labels.append(f"{NOT_REACHED} (x at top)")
     legend_ax.legend(handles, labels, loc="center", frameon=False, fontsize=7)
-    fig.suptitle(f"Metrics along {report.axis_title(axis)} at {format_target(target)} test accuracy")
+    what = "Energy" if all(kind == "energy" for _, _, kind in metrics) else "Metrics"
+    fig.suptitle(f"{what} along {report.axis_title(axis)} at {format_target(target)} test accuracy")
     return fig
 
 

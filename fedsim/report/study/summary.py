@@ -27,6 +27,19 @@ def _format_cell(cell: Summary) -> str:
 
 
 
+def _best_and_runner(grid: Grid, j: int) -> tuple[str, int | None]:
+    """At link value ``j`` (some configuration fully reached): the label of
+    the best configuration, or of every configuration with exactly its mean
+    joined as "A = B (tie)", and the index of the runner-up, the best of
+    those strictly behind (None: no such). An exact tie is no win by 0 s."""
+    ranking = grid.ranking(j)
+    best = grid.cells[ranking[0]][j].mean
+    tied = [i for i in ranking if grid.cells[i][j].mean == best]
+    behind = [i for i in ranking if grid.cells[i][j].mean > best]
+    label = " = ".join(grid.configs[i].label for i in tied) + (" (tie)" if len(tied) > 1 else "")
+    return label, (behind[0] if behind else None)
+
+
 def _energy_section(grid: Grid, axis_title: str, labels: Mapping[float, str], at: str,
                     where: str) -> list[str]:
     """The best configuration by ETA@x (joules of all clients to the target)
@@ -39,10 +52,10 @@ def _energy_section(grid: Grid, axis_title: str, labels: Mapping[float, str], at
             rows.append((labels[value], NOT_REACHED, MISSING, MISSING, MISSING))
             continue
         first = grid.cells[best[j]][j]
-        ranking = grid.ranking(j)
-        runner = (grid.configs[ranking[1]].label, format_joules(grid.cells[ranking[1]][j].mean)) \
-            if len(ranking) > 1 else (MISSING, MISSING)
-        rows.append((labels[value], grid.configs[best[j]].label, format_joules(first.mean), *runner))
+        label, second = _best_and_runner(grid, j)
+        runner = (grid.configs[second].label, format_joules(grid.cells[second][j].mean)) \
+            if second is not None else (MISSING, MISSING)
+        rows.append((labels[value], label, format_joules(first.mean), *runner))
     lines += [markdown_table((axis_title, "Best", f"ETA@{at}", "Runner-up", f"ETA@{at}"), rows), ""]
     flips = ranking_flips(grid, labels)
     lines += [f"**Where the energy ranking flips** (ETA@{at}):", ""]
@@ -99,19 +112,18 @@ def sweep_summary(
         best = grid.best()
         rows = []
         for j, value in enumerate(grid.link_values):
-            ranking = grid.ranking(j)
             if best[j] is None:
                 rows.append((labels[value], NOT_REACHED, MISSING, MISSING, MISSING, MISSING))
                 continue
             first = grid.cells[best[j]][j]
-            if len(ranking) > 1:
-                runner = ranking[1]
+            best_label, runner = _best_and_runner(grid, j)
+            if runner is not None:
                 second = grid.cells[runner][j]
                 margin = f"{format_seconds(second.mean - first.mean)} ({100.0 * (second.mean / first.mean - 1.0):.1f} %)"
                 rows.append(
                     (
                         labels[value],
-                        grid.configs[best[j]].label,
+                        best_label,
                         format_seconds(first.mean),
                         grid.configs[runner].label,
                         format_seconds(second.mean),
@@ -122,7 +134,7 @@ def sweep_summary(
                 rows.append(
                     (
                         labels[value],
-                        grid.configs[best[j]].label,
+                        best_label,
                         format_seconds(first.mean),
                         MISSING,
                         MISSING,

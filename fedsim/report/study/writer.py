@@ -6,9 +6,10 @@ roles, method order, targets, provenance; the old ``meta`` mapping works too).
 
 Outputs under ``out_dir``: per target a TTA heatmap over link speed x
 configuration and, per axis and target, each metric along the axis
-(``figures/<name>.<fmt>``); ``report.pdf`` with all of them; ``summary.md``
-with the best configuration per link speed, where the ranking flips and the
-TTA table.
+(``figures/<name>.<fmt>``); with energy in the sweep (``eta_j``), the same
+by ETA@x (``heatmap_eta_*``, ``energy_along_*``); ``report.pdf`` with all of
+them; ``summary.md`` with the best configuration per link speed (by time and,
+with energy, by energy), where the ranking flips and the TTA table.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from fedsim.report.inputs import StudyReportInput
 from fedsim.report.methods import MethodStyle
 from fedsim.report.pages import check_formats, render_figures, title_page
 from fedsim.report.study.analysis import (
+    ENERGY_METRICS,
     SWEEP_COLUMNS,
     SWEEP_METRICS,
     Grid,
@@ -112,8 +114,6 @@ def write_sweep_report(
             for k, facet in enumerate(cuts):
                 grid = metric_grid(sweep, configs, link, target, "tta_s", facet)
                 grids[(target, k)] = grid
-                if by_energy:
-                    energy_grids[(target, k)] = metric_grid(sweep, configs, link, target, "eta_j", facet)
                 where = f" ({facet_text(facet, value_labels)})" if facet else ""
                 suffix = f"_{k + 1}" if len(cuts) > 1 else ""
                 title = f"Time to {format_target(target)} accuracy{where}"
@@ -126,6 +126,19 @@ def write_sweep_report(
                         ),
                     )
                 )
+                if by_energy:
+                    egrid = metric_grid(sweep, configs, link, target, "eta_j", facet)
+                    energy_grids[(target, k)] = egrid
+                    etitle = f"Energy to {format_target(target)} accuracy{where}"
+                    builders.append(
+                        (
+                            f"heatmap_eta_{_target_slug(target)}{suffix}",
+                            etitle,
+                            lambda g=egrid, t=etitle: tta_heatmap(
+                                g, style, value_labels[link], report.axis_title(link), t, quantity="energy"
+                            ),
+                        )
+                    )
     for axis in along:
         for target in targets:
             builders.append(
@@ -137,6 +150,16 @@ def write_sweep_report(
                     ),
                 )
             )
+            if by_energy:
+                builders.append(
+                    (
+                        f"energy_along_{_slug(axis)}_{_target_slug(target)}",
+                        f"Energy along {report.axis_title(axis)} at {format_target(target)}",
+                        lambda a=axis, t=target: metrics_along_axis(
+                            sweep, a, along, t, configs, style, report, metrics=ENERGY_METRICS
+                        ),
+                    )
+                )
 
     with matplotlib.rc_context(RC):
         title = (
