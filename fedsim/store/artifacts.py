@@ -38,6 +38,14 @@ SYSTEM_FILES = {
     "profiles": "profiles.parquet",
 }
 
+#: The system stage of an asynchronous method (`fedsim.pipeline.asynchronous`):
+#: the FedBuff schedule's updates and steps, and the client profiles.
+ASYNC_SYSTEM_FILES = {
+    "updates": "updates.parquet",
+    "steps": "steps.parquet",
+    "profiles": "profiles.parquet",
+}
+
 #: Name prefixes of a training checkpoint's two files (`trace_file`, `params_file`).
 TRACE_PREFIX = "trace"
 PARAMS_PREFIX = "params"

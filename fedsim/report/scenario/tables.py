@@ -319,12 +319,14 @@ def summary_markdown(
     report: ScenarioReportInput | Mapping[str, Any],
     figures: Sequence[tuple[str, str]] = (),
     rounds: pd.DataFrame | None = None,
+    extra: Sequence[str] = (),
 ) -> str:
     """summary.md: the scenario's name, description and provenance (from
     ``report``; a mapping with its fields is accepted), a warning when some
     rounds aggregated nobody (from ``rounds``, rounds.csv's frame), one Table I
-    per target, the definitions, then the figures (``(caption, relative
-    path)``)."""
+    per target, ``extra`` lines (the asynchronous methods' section,
+    `fedsim.report.scenario.asynchronous.async_markdown`), the definitions,
+    then the figures (``(caption, relative path)``)."""
     report = ScenarioReportInput.coerce(report)
     lines = [f"# {report.name or 'fedsim report'}", ""]
     description = report.description.strip()
@@ -361,6 +363,7 @@ def summary_markdown(
             "the paper (relative difference in parentheses; accuracy in percentage points).",
             "",
         ]
+    lines += list(extra)
     lines += ["## Definitions", "", DEFINITIONS, ""]
     if figures:
         lines += ["## Figures", ""]

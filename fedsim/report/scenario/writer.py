@@ -33,6 +33,7 @@ from fedsim.report.pages import (
     table_figure,
     title_page,
 )
+from fedsim.report.scenario import asynchronous as A
 from fedsim.report.scenario import clients as C
 from fedsim.report.scenario import curves as F
 from fedsim.report.scenario import energy as E
@@ -80,6 +81,7 @@ def write_report(
     gantt_rounds: Sequence[int] | None = None,
     dpi: int = DEFAULT_DPI,
     log_x: bool | None = None,
+    asynchronous: Sequence[A.AsyncSummary] = (),
 ) -> dict[str, Path]:
     """Write a scenario's report into ``out_dir`` and return what was written,
     keyed by path relative to ``out_dir`` ("summary.md", "report.pdf",
@@ -99,6 +101,10 @@ def write_report(
     ``meta``: a `ScenarioReportInput` (or the old mapping with its fields).
     ``dpi`` applies to raster formats; ``log_x`` forces the accuracy curves'
     x axes to log (True) or linear (False); None chooses per figure.
+    ``asynchronous``: one `fedsim.report.scenario.asynchronous.AsyncSummary`
+    per FedBuff method: summary.md then says that its rounds are server steps
+    and shows C, M and the staleness, and ``staleness_<method>`` figures show
+    the staleness distributions (none: the synchronous report, unchanged).
 
     Raises ValueError for frames that break their column contracts or unknown
     formats, InputError for ``gantt_rounds`` not in the timeline.
@@ -173,6 +179,14 @@ def write_report(
                     lambda: E.client_energy_distribution(timeline, style),
                 )
             )
+    for summary in asynchronous:
+        builders.append(
+            (
+                A.staleness_figure_name(summary.method),
+                f"Staleness of the updates used by {style.label(summary.method)}",
+                lambda summary=summary: A.staleness_figure(summary, style),
+            )
+        )
     if tables:
         builders.append(
             (
@@ -198,6 +212,7 @@ def write_report(
     written, figure_links = render_figures(
         out_dir, builders, title, chosen, dpi, report.name or "fedsim report", RC
     )
-    write_text(out_dir / SUMMARY, summary_markdown(tables, report, figure_links, rounds))
+    write_text(out_dir / SUMMARY, summary_markdown(tables, report, figure_links, rounds,
+                                                        A.async_markdown(asynchronous, style)))
     written[SUMMARY] = out_dir / SUMMARY
     return written

@@ -1,0 +1,240 @@
+"""How a client update of the asynchronous schedule unfolds: two drivers of `asynchronous.Protocol`.
+
+* `ClosedForm`: links that are never shared at a bottleneck (no cells, no
+  dynamics, and the ``concurrency`` fastest client links together fit the
+  server's link in each direction, e.g. an unlimited server link, the
+  paper's setting). Every transfer then runs at its client's cap, so an
+  update's whole life is known when it starts (download ``size / downlink +
+  rtt/2``, compute, ``rtt/2 + size / uplink``, and the earliest drop) and it
+  costs one heap event: this is the path that reaches 50,000+ updates/s.
+* `Events`: otherwise. Downloads and uploads are flows of
+  `fedsim.system.async_flows.PathFlows` (max-min fair over client link, cell
+  and server link, the client links from the same series as synchronous
+  rounds), and every phase is an event: the model arrives (flow end +
+  rtt/2), the computation ends, the upload reaches the ingress (rtt/2
+  later), a dropout, a session end, the deadline. A test holds the two to the
+  same schedule where both apply.
+
+Drop rules are the synchronous round's (docs/network-model.md): a dropout
+quits at a drawn moment of the computation; a client whose session ends
+before it has sent stops there (a download stops on the egress), one whose
+session ends while sending stops on the ingress rtt/2 later; the deadline
+(``rounds.deadline`` after the update's start) cuts what is running; an
+update arriving exactly at the deadline counts.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from fedsim.system.async_flows import PathFlows
+from fedsim.system.asynchronous import DEADLINE, DROPOUT, OFFLINE, OK, Protocol, Uniforms
+from fedsim.system.cells import PathLinks
+from fedsim.system.profiles import ClientProfiles
+from fedsim.system.spec import SystemConfig
+
+__all__ = ["ClosedForm", "Events", "needs_events"]
+
+_BITS = 8.0
+FINISH, HAS_MODEL, COMPUTE_END, UP_FLOW, QUIT, GONE, GONE_UP, CUT = range(8)
+
+
+def needs_events(system: SystemConfig, profiles: ClientProfiles, concurrency: int) -> bool:
+    """True unless every transfer surely runs at its client's cap (module docstring)."""
+    if system.cells or system.clients.dynamics is not None:
+        return True
+    for caps, capacity in ((profiles.downlink_bps, system.server.downlink),
+                           (profiles.uplink_bps, system.server.uplink)):
+        if math.isfinite(capacity) and np.sort(caps)[::-1][:concurrency].sum() > capacity:
+            return True
+    return False
+
+
+class _Driver:
+    has_flows = False  # True: flows whose ends the driver reports (next_time, flow_step)
+
+    def __init__(self, protocol: Protocol) -> None:
+        plan = protocol.plan
+        self.protocol, self.rec = protocol, protocol.rec
+        self.half_rtt = plan.half_rtt_s.tolist()
+        self.compute = plan.compute_s.tolist()
+        self.deadline = math.inf if plan.deadline_s is None else float(plan.deadline_s)
+        self.dropout = float(plan.dropout)
+        self.sessions = plan.sessions
+        self.draws = Uniforms(plan.seed, "dropout")  # update u: 2u decides, 2u + 1 the moment
+        self.up_size = float(protocol.payload.up_bytes)
+
+    def quit_after(self, u: int, k: int) -> float:
+        """Seconds into its computation at which update u's client quits (inf: never)."""
+        if self.dropout > 0 and self.draws.at(2 * u) < self.dropout:
+            return self.draws.at(2 * u + 1) * self.compute[k]
+        return math.inf
+
+    def offline_at(self, k: int, t_s: float) -> float:
+        if self.sessions is None:
+            return math.inf
+        return float(self.sessions.session_end(t_s, np.array([k]))[0])
+
+    def next_time(self) -> float:
+        return math.inf
+
+    def flow_step(self, t_s: float) -> None:
+        raise AssertionError("no flows")
+
+
+class ClosedForm(_Driver):
+    """Uncontended static links: an update's phases in closed form, one event."""
+
+    def __init__(self, protocol: Protocol) -> None:
+        super().__init__(protocol)
+        profiles = protocol.plan.profiles
+        self.down_bps = profiles.downlink_bps.tolist()
+        self.up_s = (self.up_size * _BITS / profiles.uplink_bps).tolist()
+        self.reason: list[int] = []
+
+    def launch(self, u: int, t_s: float) -> None:
+        rec = self.rec
+        k = rec.client[u]
+        h = self.half_rtt[k]
+        rec.flow_down_end[u] = flow_end = t_s + rec.down_size[u] * _BITS / self.down_bps[k]
+        rec.has_model[u] = has = flow_end + h
+        rec.compute_end[u] = cend = has + self.compute[k]
+        rec.flow_up_start[u] = up_start = cend + h
+        stop, reason = up_start + self.up_s[k], OK
+        quit_s = self.quit_after(u, k)
+        if quit_s < math.inf:
+            stop, reason = has + quit_s, DROPOUT
+        off = self.offline_at(k, t_s)
+        gone = off if off < cend else off + h  # sending: the flow stops on the ingress rtt/2 later
+        if gone < stop:
+            stop, reason = gone, OFFLINE
+        if t_s + self.deadline < stop:
+            stop, reason = t_s + self.deadline, DEADLINE
+        self.reason.append(reason)
+        self.protocol.push(stop, FINISH, u)
+
+    def handle(self, kind: int, u: int, t_s: float) -> None:
+        self.protocol.finish(u, t_s, self.reason[u])
+
+    def cut_all(self, t_s: float) -> None:
+        """The end: running updates stop at ``t_s``; bytes carried by each (fluid, at the cap)."""
+        rec = self.rec
+        stop = np.array(rec.stop)
+        stop[stop == math.inf] = t_s  # still running (reason END from Record.add)
+        rec.stop = stop.tolist()
+        k = np.array(rec.client, dtype=np.int64)
+        profiles = self.protocol.plan.profiles
+        start, size = np.array(rec.start), np.array(rec.down_size)
+        with np.errstate(invalid="ignore"):
+            down = np.clip(profiles.downlink_bps[k] / _BITS * (stop - start), 0.0, size)
+            up_start = np.array(rec.flow_up_start)
+            up = np.clip(profiles.uplink_bps[k] / _BITS * (stop - up_start), 0.0, self.up_size)
+        rec.down_bytes = np.where(np.array(rec.flow_down_end) <= stop, size, np.nan_to_num(down)).tolist()
+        arrived = np.array(rec.arrive) <= stop
+        rec.up_bytes = np.where(arrived, self.up_size, np.where(up_start < stop, np.nan_to_num(up), 0.0)).tolist()
+
+
+class Events(_Driver):
+    """Shared or time-varying links: flows in `PathFlows`, every phase an event."""
+
+    has_flows = True
+
+    def __init__(self, protocol: Protocol, system: SystemConfig, seed: int, base_dir: Path | None) -> None:
+        super().__init__(protocol)
+        plan = protocol.plan
+        paths = PathLinks(system, plan.profiles, seed, base_dir)
+        shared = np.stack([np.zeros(plan.n_clients, dtype=np.int64),
+                           np.where(paths.cell_of >= 0, paths.cell_of + 1, -1)], axis=1)
+        slots = protocol.cfg.concurrency
+        self.down = PathFlows(slots, paths.capacity_bps["downlink"], shared, paths.series["downlink"])
+        self.up = PathFlows(slots, paths.capacity_bps["uplink"], shared, paths.series["uplink"])
+        self.slot_update = [-1] * slots
+        self.finished: list[bool] = []
+        self.quit_s: list[float] = []
+
+    def next_time(self) -> float:
+        return min(self.down.next_s, self.up.next_s)
+
+    def flow_step(self, t_s: float) -> None:
+        rec, push = self.rec, self.protocol.push
+        if self.down.next_s <= t_s:
+            for u in sorted(self.slot_update[slot] for slot in self.down.step(t_s)):  # ties: by update id
+                rec.flow_down_end[u] = t_s
+                rec.down_bytes[u] = rec.down_size[u]
+                push(t_s + self.half_rtt[rec.client[u]], HAS_MODEL, u)
+        if self.up.next_s <= t_s:
+            for u in sorted(self.slot_update[slot] for slot in self.up.step(t_s)):
+                rec.up_bytes[u] = self.up_size
+                self._end(u, t_s, OK)
+
+    def launch(self, u: int, t_s: float) -> None:
+        rec, push = self.rec, self.protocol.push
+        k, slot = rec.client[u], rec.slot[u]
+        self.slot_update[slot] = u
+        self.finished.append(False)
+        self.quit_s.append(self.quit_after(u, k))
+        if self.down.start(slot, k, rec.down_size[u], t_s):
+            rec.flow_down_end[u] = t_s
+            rec.down_bytes[u] = 0.0
+            push(t_s + self.half_rtt[k], HAS_MODEL, u)
+        off = self.offline_at(k, t_s)
+        if off < math.inf:
+            push(off, GONE, u)
+        if self.deadline < math.inf:
+            push(t_s + self.deadline, CUT, u)
+
+    def handle(self, kind: int, u: int, t_s: float) -> None:
+        if self.finished[u]:
+            return
+        rec, push = self.rec, self.protocol.push
+        k = rec.client[u]
+        if kind == HAS_MODEL:
+            rec.has_model[u] = t_s
+            if self.quit_s[u] < math.inf:
+                push(t_s + self.quit_s[u], QUIT, u)
+            push(t_s + self.compute[k], COMPUTE_END, u)
+        elif kind == COMPUTE_END:
+            rec.compute_end[u] = t_s
+            push(t_s + self.half_rtt[k], UP_FLOW, u)
+        elif kind == UP_FLOW:
+            rec.flow_up_start[u] = t_s
+            if self.up.start(rec.slot[u], k, self.up_size, t_s):
+                rec.up_bytes[u] = 0.0
+                self._end(u, t_s, OK)
+        elif kind == QUIT:
+            self._cut(u, t_s, DROPOUT)
+        elif kind == GONE and rec.compute_end[u] == math.inf:
+            self._cut(u, t_s, OFFLINE)
+        elif kind == GONE:
+            push(t_s + self.half_rtt[k], GONE_UP, u)
+        elif kind == GONE_UP:
+            self._cut(u, t_s, OFFLINE)
+        elif kind == CUT:
+            self._cut(u, t_s, DEADLINE)
+
+    def _cut(self, u: int, t_s: float, reason: int) -> None:
+        rec, slot = self.rec, self.rec.slot[u]
+        if math.isnan(rec.down_bytes[u]):
+            rec.down_bytes[u] = self.down.stop(slot, t_s)
+        if math.isnan(rec.up_bytes[u]):
+            rec.up_bytes[u] = self.up.stop(slot, t_s) if rec.flow_up_start[u] <= t_s else 0.0
+        self._end(u, t_s, reason)
+
+    def _end(self, u: int, t_s: float, reason: int) -> None:
+        self.finished[u] = True
+        self.protocol.finish(u, t_s, reason)
+
+    def cut_all(self, t_s: float) -> None:
+        """The end: running updates stop at ``t_s`` (reason ``end``, set by `Record.add`)."""
+        rec = self.rec
+        for u, done in enumerate(self.finished):
+            if not done:
+                slot = rec.slot[u]
+                if math.isnan(rec.down_bytes[u]):
+                    rec.down_bytes[u] = self.down.stop(slot, t_s)
+                if math.isnan(rec.up_bytes[u]):
+                    rec.up_bytes[u] = self.up.stop(slot, t_s) if rec.flow_up_start[u] <= t_s else 0.0
+                rec.stop[u] = t_s
