@@ -8,7 +8,9 @@ Unsupervised Pre-training for Model Compression in Federated Learning"):
 * `masks`: `Mask`, P_R and per-layer counts, magnitude and random pruning;
 * `pretrain`: Protocol 2 (DAE training + iterative magnitude pruning) -> `Ticket`;
   `dae`: its Training step, the DAE trained by hand-written passes;
-* `methods`: original / pretrained / hp-fl / random-pruning -> (θ, mask);
+* `methods`: original / pretrained / hp-fl / random-pruning -> (θ, mask), and
+  `effective_fl` (a method's own compression, server, FedProx μ); `plugins`:
+  methods from outside fedsim (``"module:object"``, ``fedsim.methods``);
 * `federated`: batched FedAvg over all participants at once -> `TrainingTrace`;
   `schedule`: the clients' data, participation and each round's mini-batches;
   `batched`: the kernels that train a round's participants as stacked tensors;
@@ -33,6 +35,7 @@ _EXPORTS: dict[str, str] = {
     "train": "federated",
     "LayerCount": "masks", "Mask": "masks", "prune_magnitude": "masks", "random_like": "masks",
     "Start": "methods", "build": "methods", "required_iterations": "methods",
+    "Method": "methods", "effective_fl": "methods",
     "DAE_SIZES": "counts", "LENET_NUM_PARAMS": "counts", "LENET_SIZES": "counts",
     "Params": "model", "evaluate": "model", "init_dae": "model", "init_params": "model",
     "resolve_device": "model",

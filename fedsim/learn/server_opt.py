@@ -16,6 +16,10 @@ Optimization", ICLR 2021, Algorithm 2, writes the same Δ_t):
 Moments start at zero; they are vectors over the model's N parameters
 (`fedsim.learn.compression.flatten` order), kept in the training state and
 checkpoints. Pure functions: the state in, the new state out.
+
+`ServerAggregate` is the built-in ``aggregate`` hook (`fedsim.learn.plugins`):
+FedAvg's weighted mean, then `server_step`; a plugin's ``aggregate`` replaces
+both (`fedsim.learn.aggregation` runs either the same way).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from torch import Tensor
 
 from fedsim.learn.spec import ServerConfig
 
-__all__ = ["server_step"]
+__all__ = ["ServerAggregate", "server_step"]
 
 
 def server_step(
@@ -54,3 +58,26 @@ def server_step(
     m = cfg.beta1 * m + (1.0 - cfg.beta1) * update
     v = cfg.beta2 * v + (1.0 - cfg.beta2) * update * update
     return theta + cfg.lr * m / (v.sqrt() + cfg.tau), {"m": m, "v": v}
+
+
+class ServerAggregate:
+    """The built-in aggregate hook: ``(θ [N], deltas [K, N], weights [K],
+    state) -> (θ', state')`` with ``Δ = weights @ deltas`` (FedAvg's
+    ``Σ_k p_k Δ_k``) and `server_step` of ``cfg`` (None: ``θ + Δ``).
+
+    ``linear``: it reads the deltas only through ``Σ_k p_k Δ_k``, so
+    `fedsim.learn.aggregation` may hand it that sum already formed (one row of
+    weight 1, summed client by client as the clients are transformed) instead
+    of all K rows; ``1 x Δ`` is exactly Δ, so the result is the same."""
+
+    linear = True
+
+    def __init__(self, cfg: ServerConfig | None) -> None:
+        self.cfg = cfg
+
+    def __call__(self, theta: Tensor, deltas: Tensor, weights: Tensor,
+                 state: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        update = weights @ deltas
+        if self.cfg is None:
+            return theta + update, {}
+        return server_step(self.cfg, theta, update, state)

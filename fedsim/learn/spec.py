@@ -19,8 +19,9 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, model_validator
 
-from fedsim.learn.counts import BUILTIN_ARCHS, REFERENCE_ARCH
+from fedsim.learn.counts import AUTOENCODER_ARCHS, BUILTIN_ARCHS, REFERENCE_ARCH
 from fedsim.schema import Section
+from fedsim.system.async_spec import AsyncConfig
 
 PositiveInt = Annotated[int, Field(strict=True, ge=1)]
 
@@ -39,8 +40,11 @@ class ModelConfig(Section):
             when a run starts (`fedsim.learn.zoo.resolve`), so that validating
             a scenario imports no torch.
         kwargs: keyword arguments of the factory (of an entry point too).
-        input_shape: the shape one sample is given to the model in (default
-            ``[1, 28, 28]``; LeNet-300-100 takes the flat 784 pixels).
+        input_shape: the shape one sample is given to the model in (default:
+            the data's sample shape, a 2-D ``[H, W]`` as ``[1, H, W]``, and
+            ``[1, 28, 28]`` for 784-value samples such as MNIST's,
+            `fedsim.learn.zoo.default_input_shape`; LeNet-300-100 takes the
+            flat 784 pixels).
         init: ``glorot_uniform`` (Keras's default, the paper's likely one) or
             ``pytorch_default`` (Kaiming-uniform a=√5, uniform biases), for
             ``lenet-300-100``; other models keep their module's own
@@ -78,22 +82,29 @@ class ModelConfig(Section):
 
     @property
     def is_reference(self) -> bool:
-        """True for LeNet-300-100, the hand-written kernel's model (and the
-        only one with the paper's DAE, hence pre-training and pruning)."""
+        """True for LeNet-300-100, the hand-written kernel's model (with the
+        paper's MLP DAE; which models have a DAE at all: `autoencoder`)."""
         return self.factory is None and self.arch == REFERENCE_ARCH
+
+    @property
+    def autoencoder(self) -> str | None:
+        """The built-in whose denoising autoencoder pre-trains and prunes this
+        model (`fedsim.learn.counts.AUTOENCODER_ARCHS`: lenet-300-100's MLP DAE,
+        lenet-5's convolutional one), or None (factories, entry points)."""
+        return self.arch if self.factory is None and self.arch in AUTOENCODER_ARCHS else None
 
     def check_method(self, kind: str, needs_autoencoder: bool) -> None:
         """Refuse a method that needs the model's autoencoder (pre-training,
-        pruning: HP-FL's DAE has the classifier as its encoder) on a model that
-        has none (every model but lenet-300-100).
+        pruning: HP-FL's DAE has the classifier's body as its encoder) on a
+        model that has none (`autoencoder` is None: a factory or entry point).
 
         Raises:
             ValueError: naming the method and the model.
         """
-        if needs_autoencoder and not self.is_reference:
-            raise ValueError(f"method {kind!r} needs an autoencoder whose encoder is the classifier "
-                             f"(pre-training and pruning), which model {self.name!r} does not have "
-                             f"(only {REFERENCE_ARCH} has one); use method 'original'")
+        if needs_autoencoder and self.autoencoder is None:
+            raise ValueError(f"method {kind!r} needs an autoencoder whose encoder is the classifier's "
+                             f"body (pre-training and pruning), which model {self.name!r} does not have "
+                             f"(only {', '.join(AUTOENCODER_ARCHS)} have one); use method 'original'")
 
 
 #: ``package.module:function`` (dotted Python names on both sides).
@@ -239,6 +250,19 @@ class FLConfig(Section):
         compression: the client-update transform (None: the update is sent
             exactly, today's FedAvg); changes training and upload bytes.
         server: the server optimiser (None: FedAvg, θ = Σ_k p_k θ_k).
+        proximal_mu: FedProx's μ >= 0 (Li et al., "Federated Optimization in
+            Heterogeneous Networks", MLSys 2020): every local step minimises
+            the loss + μ/2 ||w - w_global||², i.e. the gradient gains
+            μ (w - w_global); 0 (the default) is FedAvg, with no extra work.
+
+        hooks: not a scenario setting: the kind of the method plugin whose
+            code hooks (transform, aggregate, upload/download bits;
+            `fedsim.learn.plugins`) this training and its bytes run, set by
+            `fedsim.learn.methods.effective_fl` (a scenario that sets it is
+            refused).
+
+    A method may override ``compression``, ``server`` and ``proximal_mu`` for
+    itself (`MethodConfig`; `fedsim.learn.methods.effective_fl`).
     """
 
     lr: Annotated[float, Field(gt=0.0)] = 0.1
@@ -247,46 +271,80 @@ class FLConfig(Section):
     eval_batch_size: PositiveInt = 10_000
     compression: CompressionConfig | None = None
     server: ServerConfig | None = None
+    proximal_mu: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.0
+    hooks: str | None = None
+
+    @model_validator(mode="after")
+    def _no_hooks(self) -> Self:
+        # effective_fl sets it with model_copy, which does not validate; only a scenario lands here
+        if self.hooks is not None:
+            raise ValueError(f"hooks={self.hooks!r} is set by a method plugin's code hooks, not in a "
+                             "scenario; name the plugin as methods.<label>.kind")
+        return self
 
     @property
     def plain_fedavg(self) -> bool:
-        """True when the round is today's FedAvg: no compression, no server step."""
-        return self.compression is None and (self.server is None or (
+        """True when the round is today's FedAvg: no compression, no server
+        step, no plugin code hooks."""
+        return self.compression is None and self.hooks is None and (self.server is None or (
             self.server.optimizer == "fedavg" and self.server.lr == 1.0))
 
 
 class MethodConfig(Section):
-    """Which initial weights and mask a FL run starts from.
+    """Which initial weights and mask a FL run starts from, and the training
+    settings that differ from the scenario's for this method.
 
     Attributes:
         kind: a registered method (`fedsim.learn.methods`): ``original``,
-            ``pretrained``, ``hp-fl``, ``random-pruning``, ``hp-fl-pretrained``.
+            ``pretrained``, ``hp-fl``, ``random-pruning``, ``hp-fl-pretrained``;
+            or a plugin (`fedsim.learn.plugins`): ``"package.module:object"``
+            or a name under the entry-point group ``fedsim.methods``. A
+            plugin's syntax is checked here; it is imported when a run starts.
         remaining_rate: P_R of the IMP level to use, in (0, 1] (pruning kinds only).
         level: the IMP level (0 = dense) to use (pruning kinds only).
+        compression, server, proximal_mu: this method's ``fl.compression``,
+            ``fl.server`` and ``fl.proximal_mu`` (None: the plugin's default,
+            else the scenario's); see `fedsim.learn.methods.effective_fl`.
 
     A pruning kind needs exactly one of ``remaining_rate`` and ``level``; the
-    other kinds accept neither.
+    other kinds accept neither (a plugin's are checked when it is imported).
     """
 
     kind: str = "original"
     remaining_rate: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
     level: Annotated[int, Field(strict=True, ge=0)] | None = None
+    compression: CompressionConfig | None = None
+    server: ServerConfig | None = None
+    proximal_mu: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
+    asynchronous: AsyncConfig | None = None  # FedBuff instead of synchronous rounds (fedsim.system.async_spec)
 
     @model_validator(mode="after")
     def _check_kind(self) -> Self:
         from fedsim.learn import methods  # the registry imports this module
 
+        if methods.is_plugin(self.kind):
+            return self  # checked against the plugin's hooks when it is imported
         method = methods.get(self.kind)
-        chosen = [name for name in ("remaining_rate", "level") if getattr(self, name) is not None]
-        if method.pruned:
-            if len(chosen) != 1:
-                raise ValueError(
-                    f"method {self.kind!r} needs exactly one of remaining_rate, level"
-                    + (f" (got both: {self.remaining_rate!r}, {self.level!r})" if chosen else "")
-                )
-        elif chosen:
-            raise ValueError(
-                f"method {self.kind!r} is dense: {chosen[0]}={getattr(self, chosen[0])!r} "
-                f"applies only to {', '.join(methods.pruned_names())}"
-            )
+        check_level_choice(self, method.pruned, methods.pruned_names())
         return self
+
+
+def check_level_choice(method: MethodConfig, pruned: bool, pruned_kinds: list[str]) -> None:
+    """A pruning kind needs exactly one of ``remaining_rate`` and ``level``, a
+    dense one neither.
+
+    Raises:
+        ValueError: quoting the values given.
+    """
+    chosen = [name for name in ("remaining_rate", "level") if getattr(method, name) is not None]
+    if pruned:
+        if len(chosen) != 1:
+            raise ValueError(
+                f"method {method.kind!r} needs exactly one of remaining_rate, level"
+                + (f" (got both: {method.remaining_rate!r}, {method.level!r})" if chosen else "")
+            )
+    elif chosen:
+        raise ValueError(
+            f"method {method.kind!r} is dense: {chosen[0]}={getattr(method, chosen[0])!r} "
+            f"applies only to {', '.join(pruned_kinds)}"
+        )

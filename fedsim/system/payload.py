@@ -31,6 +31,9 @@ only the parameter, whose corresponding elements of the mask is 1"):
   the sent parameters), k = ceil(fraction x sent); the mask (when it travels
   every round) and the overhead are added as to any message. ``value_bits``
   then counts the download only.
+* a method plugin's encoding (``upload_bits`` / ``download_bits`` hooks,
+  `fedsim.learn.plugins`): the values part of an upload (download) is
+  ``ceil(bits(sent) / 8)`` bytes; mask and overhead are added as above.
 
 Compute (paper, Sec. IV-A: t_comp = 10 s for the full model, 10 P_R s for a
 subnetwork): the work fraction is P_R (``remaining_rate``) or the FLOP share
@@ -139,6 +142,9 @@ def payload_bytes(
     bias_count: int,
     cfg: PayloadSpec,
     compression: CompressionConfig | None = None,
+    *,
+    upload_bits: int | None = None,
+    download_bits: int | None = None,
 ) -> Payload:
     """Bytes of one client's download and upload (see the module docstring).
 
@@ -151,6 +157,10 @@ def payload_bytes(
         cfg: the scenario's ``system.payload`` section.
         compression: the scenario's ``fl.compression`` (None: the upload
             weighs what the download does).
+        upload_bits, download_bits: a method plugin's encoding
+            (`fedsim.learn.plugins`): the bits of the values part of one
+            upload / download, replacing ``value_bits`` x sent values (not
+            combined with ``compression``).
 
     Raises:
         ValueError: mismatched layer counts, surviving > weights, negatives.
@@ -171,11 +181,15 @@ def payload_bytes(
         bits = sum(int(k) * _index_bits(n) for n, k in zip(weight_counts, surviving_counts, strict=True))
         mask_bytes = math.ceil(bits / 8)
     every_message = value_bytes + cfg.overhead + (mask_bytes if cfg.mask_every_round else 0)
-    up_bytes = every_message
+    for name, bits in (("upload_bits", upload_bits), ("download_bits", download_bits)):
+        if bits is not None and (isinstance(bits, bool) or int(bits) != bits or bits < 0):
+            raise ValueError(f"{name} must be an integer >= 0, got {bits!r}")
     if compression is not None:
-        up_bytes += math.ceil(compression.upload_bits(sent_params) / 8) - value_bytes
+        upload_bits = compression.upload_bits(sent_params)
+    up_bytes = every_message + (0 if upload_bits is None else math.ceil(int(upload_bits) / 8) - value_bytes)
+    down_bytes = every_message + (0 if download_bits is None else math.ceil(int(download_bits) / 8) - value_bytes)
     return Payload(
-        down_bytes=every_message,
+        down_bytes=down_bytes,
         up_bytes=up_bytes,
         first_round_extra_bytes=0 if cfg.mask_every_round else mask_bytes,
         value_bytes=value_bytes,
