@@ -19,7 +19,7 @@ from fedsim.learn.federated import (
     train,
 )
 from fedsim.learn.masks import Mask
-from fedsim.learn.model import LENET_SIZES, Params, encoder, init_dae, layer_shapes
+from fedsim.learn.model import LENET_SIZES, Params, encoder, init_dae, init_params, layer_shapes
 from fedsim.learn.reference import train_reference
 from fedsim.learn.spec import FLConfig
 from fedsim.learn.trace import TrainingTrace, TrainState
@@ -262,8 +262,14 @@ def test_empty_round_keeps_the_model(clients, test_set, theta0):
 def test_client_data_validation():
     with pytest.raises(ValueError, match=r"index 5 outside 0\.\.3"):
         ClientData(torch.zeros(4, 784), torch.zeros(4, dtype=torch.int64), (np.array([0, 5]),))
-    with pytest.raises(ValueError, match="expected \\[N, 784\\]"):
-        ClientData(torch.zeros(4, 10), torch.zeros(4, dtype=torch.int64), (np.array([0]),))
+    with pytest.raises(ValueError, match="expected \\[N, \\*sample_shape\\]"):
+        ClientData(torch.zeros(4), torch.zeros(4, dtype=torch.int64), (np.array([0]),))
+    # any sample shape is held (models other than LeNet-300-100); the kernel takes 784 values only
+    ten = ClientData(torch.zeros(4, 10), torch.zeros(4, dtype=torch.int64), (np.array([0]),))
+    with pytest.raises(ValueError, match=r"LeNet-300-100 takes samples of 784 values; the clients' are \[10\]"):
+        train(init_params(LENET_SIZES, "glorot_uniform", torch.Generator().manual_seed(0)),
+              Mask.dense(layer_shapes(LENET_SIZES)), ten, (torch.zeros(1, 784), torch.zeros(1)), CFG,
+              seed=0, rounds=1)
 
 
 # -- traces -------------------------------------------------------------------------------------

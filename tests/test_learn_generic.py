@@ -230,15 +230,16 @@ def test_bad_factory_exits_2_before_any_stage(factories: str, tmp_path: Path, ca
     assert "model.factory: cannot import module 'nowhere_abc.models'" in capsys.readouterr().err
 
 
-def test_a_pruned_method_on_the_cnn_is_a_validation_error(tmp_path: Path,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_pruned_method_on_a_factory_model_is_a_validation_error(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     from fedsim.cli import main
 
-    path = tiny_cnn_scenario(tmp_path, "{arch: lenet-5}", "random-pruning: {level: 1}")
+    # lenet-5 has a convolutional DAE (tests/test_conv_dae.py); a factory model has none
+    path = tiny_cnn_scenario(tmp_path, '{factory: "my_models:tiny"}', "random-pruning: {level: 1}")
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err
     assert "methods.random-pruning: method 'random-pruning' needs an autoencoder" in err
-    assert "model 'lenet-5' does not have" in err
+    assert "model 'my_models:tiny' does not have" in err
 
 
 def test_cnn_scenario_runs_end_to_end_with_scaled_compute(tmp_path: Path, cache_root: Path) -> None:
@@ -264,7 +265,7 @@ def test_cnn_scenario_validates() -> None:
     from fedsim.config import load as load_scenario
 
     scenario = load_scenario(SCENARIOS / "cnn.yaml")
-    assert scenario.model.arch == "lenet-5" and list(scenario.methods) == ["original"]
+    assert scenario.model.arch == "lenet-5" and list(scenario.methods) == ["original", "hp-fl"]
 
 
 def test_an_entry_point_name_is_an_arch(factories: str, monkeypatch: pytest.MonkeyPatch) -> None:

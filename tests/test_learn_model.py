@@ -80,8 +80,10 @@ def test_as_inputs_scales_uint8_and_flattens():
     x = as_inputs(images)
     assert x.shape == (1, 784) and x.dtype == torch.float32
     assert float(x.max()) == 1.0 and float(x.min()) == 0.0
-    with pytest.raises(ValueError, match="784"):
-        as_inputs(np.zeros((2, 10)))
+    # any other sample shape is kept (models other than LeNet-300-100; tests/test_any_shape.py)
+    assert as_inputs(np.zeros((2, 3, 4, 4), np.uint8)).shape == (2, 3, 4, 4)
+    with pytest.raises(ValueError, match=r"expected \[N, \*sample_shape\]"):
+        as_inputs(np.zeros(10))
 
 
 def test_evaluate_hand_computed():

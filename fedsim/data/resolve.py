@@ -34,9 +34,10 @@ if TYPE_CHECKING:
     from fedsim.data.user import UserDataset
     from fedsim.learn.spec import ModelConfig
 
-#: Values per sample the trainers take (`fedsim.learn.schedule.ClientData`
-#: holds float32 rows [N, 784]); and LeNet-300-100's classes.
-TRAINER_SAMPLE_SIZE = 784
+#: LeNet-300-100's input values (28x28 images) and classes: the one model
+#: whose input is fixed; any other takes samples of any shape
+#: (`fedsim.learn.zoo.resolve` checks it against the data's sample shape).
+REFERENCE_SAMPLE_SIZE = 784
 REFERENCE_CLASSES = 10
 
 
@@ -92,23 +93,35 @@ def train_size(data: DataConfig) -> int:
     return DATASETS[data.dataset].train_size
 
 
-def data_shape(data: DataConfig) -> tuple[int, int]:
-    """``(values per sample, classes)`` of the dataset: (784, 10) for MNIST and
-    Fashion-MNIST; the npz's otherwise (it must be resolved)."""
+def data_sample(data: DataConfig) -> tuple[tuple[int, ...], int, str]:
+    """``(sample shape, classes, name in messages)`` of the dataset:
+    ``((28, 28), 10, "data.dataset 'mnist'")`` for MNIST and Fashion-MNIST;
+    the npz's otherwise (it must be resolved): e.g. ``((3, 32, 32), 10,
+    "data.npz '/path/d.npz'")``."""
     if data.npz is None:
-        return TRAINER_SAMPLE_SIZE, REFERENCE_CLASSES
+        from fedsim.data.registry import IMAGE_SHAPE
+
+        return tuple(IMAGE_SHAPE), REFERENCE_CLASSES, f"data.dataset {data.dataset!r}"
     from fedsim.data.user import load_npz
 
     dataset = load_npz(data.npz)
-    return dataset.sample_size, dataset.num_classes
+    return dataset.sample_shape, dataset.num_classes, f"data.npz {str(dataset.path)!r}"
+
+
+def data_shape(data: DataConfig) -> tuple[int, int]:
+    """``(values per sample, classes)`` of the dataset (`data_sample`): (784,
+    10) for MNIST and Fashion-MNIST; the npz's otherwise (it must be resolved)."""
+    shape, classes, _ = data_sample(data)
+    return math.prod(shape), classes
 
 
 def check_model_fits(model: ModelConfig, dataset: UserDataset) -> None:
-    """Refuse a model that cannot take ``dataset``'s samples or give its classes.
-
-    LeNet-300-100 takes 784 values and gives 10 classes; any model is trained
-    on rows of 784 values (`TRAINER_SAMPLE_SIZE`); a factory's output size is
-    checked against the classes when it is built (`fedsim.learn.zoo.resolve`).
+    """Refuse a model that cannot take ``dataset``'s samples or give its classes,
+    as far as can be told without building it (no torch): LeNet-300-100 takes
+    784 values and gives 10 classes; a ``model.input_shape`` must hold as many
+    values as a sample. Samples of any shape are taken otherwise; the model
+    itself is checked on them, and its output size against the classes, when
+    it is built at the run's start (`fedsim.learn.zoo.resolve`, one forward pass).
 
     Raises:
         InputError: naming ``model`` and ``data.npz`` with both shapes.
@@ -116,13 +129,10 @@ def check_model_fits(model: ModelConfig, dataset: UserDataset) -> None:
     where = f"model {model.name!r} and data.npz {str(dataset.path)!r}"
     size, classes = dataset.sample_size, dataset.num_classes
     shape = "x".join(map(str, dataset.sample_shape))
-    if model.is_reference and (size, classes) != (TRAINER_SAMPLE_SIZE, REFERENCE_CLASSES):
-        raise InputError(f"{where} do not fit: the model takes {TRAINER_SAMPLE_SIZE} inputs and gives "
+    if model.is_reference and (size, classes) != (REFERENCE_SAMPLE_SIZE, REFERENCE_CLASSES):
+        raise InputError(f"{where} do not fit: the model takes {REFERENCE_SAMPLE_SIZE} inputs and gives "
                          f"{REFERENCE_CLASSES} classes; the data has samples of {shape} = {size} values "
-                         f"and {classes} classes")
-    if size != TRAINER_SAMPLE_SIZE:
-        raise InputError(f"{where} do not fit: the trainers take samples of {TRAINER_SAMPLE_SIZE} values "
-                         f"(e.g. 28x28); the data has {shape} = {size}")
+                         f"and {classes} classes (use a model.factory for other data)")
     if model.input_shape is not None and math.prod(model.input_shape) != size:
         raise InputError(f"{where} do not fit: model.input_shape {list(model.input_shape)} holds "
                          f"{math.prod(model.input_shape)} values; the data's samples {shape} hold {size}")
@@ -174,6 +184,6 @@ def resolve_data_files(scenario: Scenario, base_dir: Path | None) -> Scenario:
     return scenario.model_copy(update={"data": data.model_copy(update=update)})
 
 
-__all__ = ["REFERENCE_CLASSES", "TRAINER_SAMPLE_SIZE", "check_model_fits", "data_shape",
+__all__ = ["REFERENCE_CLASSES", "REFERENCE_SAMPLE_SIZE", "check_model_fits", "data_sample", "data_shape",
            "file_digest", "keyed_section", "resolve_data_files", "train_size"]
 

@@ -26,6 +26,10 @@ round driver (`fedsim.learn.federated`) averages them. How (the seam between
   from memory three times per step. A GPU runs all participants as one block;
 * a `Mask` fixes pruned weights at exactly 0: the update of a pruned weight is
   masked out after every step;
+* FedProx (``fl.proximal_mu`` = μ > 0; Li et al., MLSys 2020): every step's
+  gradient gains μ (w - w_global), applied as ``w.lerp_(w_global, lr μ)``
+  to the weights before their update (after the input gradient that reads
+  them); μ = 0 runs none of it;
 * all large buffers are preallocated and reused across steps and rounds.
 """
 
@@ -77,8 +81,11 @@ class _BatchedMLP:
         self.cfg = cfg
         n = int(clients.inputs.shape[0])
         d_in = LENET_SIZES[0]
+        if clients.sample_size != d_in:
+            raise ValueError(f"LeNet-300-100 takes samples of {d_in} values; the clients' are "
+                             f"{list(clients.sample_shape)}")
         self.inputs = torch.ones(n, d_in + 1, dtype=torch.float32, device=device)
-        self.inputs[:, :d_in] = clients.inputs.to(device)
+        self.inputs[:, :d_in] = clients.inputs.to(device).reshape(n, d_in)
         dense = mask.is_dense()
         # None = dense layer: skip the mask multiply entirely.
         self.masks: list[Tensor | None] = [
@@ -118,6 +125,10 @@ class _BatchedMLP:
         b2.copy_(params.biases[1].expand(k_count, d2))
         w3.copy_(params.weights[2].expand(k_count, d2, d3))
         b3.copy_(params.biases[2].expand(k_count, d3))
+        # FedProx's anchor: the round's global model, layer 1's bias as row d0 (as in w1)
+        self.anchor = None if not self.cfg.proximal_mu else (
+            torch.cat([params.weights[0], params.biases[0].unsqueeze(0)]).to(dev),
+            *(t.to(dev) for t in (params.weights[1], params.biases[1], params.weights[2], params.biases[2])))
         arrays = (
             torch.from_numpy(schedule.indices).to(dev),
             torch.from_numpy(schedule.labels).to(dev),
@@ -137,6 +148,9 @@ class _BatchedMLP:
         k = last - first
         w1, w2, b2, w3, b3 = self.w1[first:last], self.w2[first:last], self.b2[first:last], self.w3[first:last], self.b3[first:last]
         m1, m2, m3 = self.masks
+        anchor, prox = self.anchor, lr * float(self.cfg.proximal_mu)  # FedProx: w -= lr μ (w - w_global)
+        steps = schedule.local_steps[first:last]
+        active = torch.from_numpy(steps).to(self.device) if anchor is not None else None
         w1_weights = w1[:, :d0]
         b2_row, b3_col = b2.unsqueeze(1), b3.unsqueeze(2)
         num_steps = int(schedule.local_steps[first:last].max())
@@ -158,10 +172,18 @@ class _BatchedMLP:
             gz.scatter_add_(1, labels[lo:hi].view(k, 1, width), w.neg())
             # backward; each layer's input gradient uses the weights before their update
             g2 = torch.bmm(gz.transpose(1, 2), w3.transpose(1, 2), out=self.g2[: kb * d2].view(k, width, d2))
+            if anchor is not None:  # a client whose data ran out takes no step, hence no pull
+                c = prox if t < steps.min() else (active > t).to(torch.float32).mul_(prox).view(k, 1, 1)
+                w3.lerp_(anchor[3], c)
+                b3.lerp_(anchor[4], c if isinstance(c, float) else c.view(k, 1))
             w3.baddbmm_(h2.transpose(1, 2), gz.transpose(1, 2), alpha=-lr)
             b3.sub_(gz.sum(dim=2), alpha=lr)
             torch.ops.aten.threshold_backward.grad_input(g2, h2, 0, grad_input=g2)
             g1 = torch.bmm(g2, w2.transpose(1, 2), out=self.g1[: kb * d1].view(k, width, d1))
+            if anchor is not None:
+                w2.lerp_(anchor[1], c)
+                b2.lerp_(anchor[2], c if isinstance(c, float) else c.view(k, 1))
+                w1.lerp_(anchor[0], c)
             w2.baddbmm_(h1.transpose(1, 2), g2, alpha=-lr)
             b2.sub_(g2.sum(dim=1), alpha=lr)
             torch.ops.aten.threshold_backward.grad_input(g1, h1, 0, grad_input=g1)

@@ -61,40 +61,50 @@ def level_counts(shapes: Sequence[tuple[int, int]], fraction: float, level: int)
     return tuple(counts)
 
 
-def iter_level_counts(cfg: PretrainConfig) -> Iterator[tuple[int, ...]]:
+def iter_level_counts(cfg: PretrainConfig, arch: str = "lenet-300-100") -> Iterator[tuple[int, ...]]:
     """The classifier's per-layer surviving weights at levels 0, 1, 2, ...
     (endless) under layer-wise pruning, one pruning step per level: the first n
     levels cost O(n), where ``level_counts`` of each level would cost O(n^2).
 
+    ``arch``: a model with an autoencoder (`AUTOENCODER_ARCHS`). Its encoder
+    layers lose `prune_count` of their survivors per level, a convolution
+    exactly as a dense layer (its mask is the ``[in·kh·kw, out]`` matrix of
+    `fedsim.learn.zoo.Layout`); the head (`head_shapes`) stays dense.
+
     Raises:
-        ValueError: ``cfg.scope`` is ``global`` (see `expected_levels`).
+        ValueError: ``cfg.scope`` is ``global`` (see `expected_levels`); an
+            ``arch`` without an autoencoder.
     """
     if cfg.scope != "layerwise":
         raise ValueError("levels are known in advance only for layerwise pruning")
-    shapes = layer_shapes(DAE_SIZES)[:ENCODER_LAYERS]
+    shapes = encoder_shapes(arch)
+    head = tuple(i * o for i, o in head_shapes(arch))
 
     def levels() -> Iterator[tuple[int, ...]]:
         counts = level_counts(shapes, cfg.prune_fraction, 0)
         while True:
-            yield counts
+            yield (*counts, *head)
             counts = tuple(c - prune_count(c, cfg.prune_fraction) for c in counts)
 
     return levels()
 
 
-def iter_expected_levels(cfg: PretrainConfig) -> Iterator[tuple[int, float]]:
+def iter_expected_levels(cfg: PretrainConfig, arch: str = "lenet-300-100") -> Iterator[tuple[int, float]]:
     """``(level, classifier P_R)`` of levels 0, 1, 2, ... (endless) under
-    layer-wise pruning (see `iter_level_counts`).
+    layer-wise pruning (see `iter_level_counts`); P_R counts every weight of
+    the classifier, its dense head included.
 
     Raises:
-        ValueError: ``cfg.scope`` is ``global`` (see `expected_levels`).
+        ValueError: ``cfg.scope`` is ``global`` (see `expected_levels`); an
+            ``arch`` without an autoencoder.
     """
-    counts = iter_level_counts(cfg)
-    total = sum(i * o for i, o in layer_shapes(DAE_SIZES)[:ENCODER_LAYERS])
+    counts = iter_level_counts(cfg, arch)
+    total = sum(i * o for i, o in classifier_shapes(arch))
     return ((k, sum(level) / total) for k, level in enumerate(counts))
 
 
-def expected_levels(cfg: PretrainConfig, levels: int | None = None) -> list[tuple[int, float]]:
+def expected_levels(cfg: PretrainConfig, levels: int | None = None,
+                    arch: str = "lenet-300-100") -> list[tuple[int, float]]:
     """``(level, classifier P_R)`` of levels 0..``levels`` (default:
     ``cfg.iterations``) under layer-wise pruning, known before any training
     (the counts do not depend on weight values).
@@ -104,7 +114,7 @@ def expected_levels(cfg: PretrainConfig, levels: int | None = None) -> list[tupl
             hence the classifier's P_R, depends on the trained weights).
     """
     top = cfg.iterations if levels is None else levels
-    return list(itertools.islice(iter_expected_levels(cfg), top + 1))
+    return list(itertools.islice(iter_expected_levels(cfg, arch), top + 1))
 
 
 # -- models and their training FLOPs per sample ------------------------------------------
@@ -186,3 +196,66 @@ def compute_scale(flops_per_sample: float) -> float:
     if flops_per_sample == LENET_FLOPS_PER_SAMPLE:
         return 1.0
     return float(flops_per_sample) / float(LENET_FLOPS_PER_SAMPLE)
+
+
+# -- the models with an autoencoder (HP-FL's pre-training and pruning) --------------------
+
+#: LeNet-5's layers as `Params` shapes ``(fan_in, fan_out)``: a convolution's
+#: ``[out, in, kh, kw]`` weight is the ``[in·kh·kw, out]`` matrix
+#: (`fedsim.learn.zoo.Layout`): conv1 (25, 6), conv2 (150, 16), fc1 (400, 120),
+#: fc2 (120, 84), fc3 (84, 10).
+LENET5_SHAPES: tuple[tuple[int, int], ...] = (
+    *((c_in * k * k, c_out) for c_in, c_out, k, _, _ in LENET5_CONVS), *layer_shapes(LENET5_DENSE))
+#: The convolutional DAE's decoder (`fedsim.learn.conv_dae`): fc 84->120,
+#: fc 120->400 (= 16x5x5), transposed conv 16->6 (6x6, stride 2: 5x5 -> 14x14),
+#: transposed conv 6->1 (6x6, stride 2, padding 2: 14x14 -> 28x28); a
+#: transposed convolution's ``[in, out, kh, kw]`` weight is the ``[in·kh·kw, out]``
+#: matrix.
+CONV_DAE_DECODER_SHAPES: tuple[tuple[int, int], ...] = ((84, 120), (120, 400), (16 * 6 * 6, 6), (6 * 6 * 6, 1))
+#: Encoder layers (= the classifier's body) of each model with an autoencoder:
+#: all of LeNet-300-100 (the paper's DAE, code 10), LeNet-5's conv1, conv2,
+#: fc1, fc2 (code 84; fc3 is the dense head).
+_ENCODERS: dict[str, int] = {"lenet-300-100": ENCODER_LAYERS, "lenet-5": 4}
+#: The built-in models that have a denoising autoencoder, hence pre-training and pruning.
+AUTOENCODER_ARCHS: tuple[str, ...] = tuple(_ENCODERS)
+
+
+def classifier_shapes(arch: str) -> tuple[tuple[int, int], ...]:
+    """``(fan_in, fan_out)`` of every layer of built-in classifier ``arch``.
+
+    Raises:
+        ValueError: ``arch`` has no autoencoder (`AUTOENCODER_ARCHS`).
+    """
+    if arch not in _ENCODERS:
+        raise ValueError(f"model {arch!r} has no autoencoder (only {', '.join(AUTOENCODER_ARCHS)})")
+    return layer_shapes(LENET_SIZES) if arch == "lenet-300-100" else LENET5_SHAPES
+
+
+def encoder_shapes(arch: str) -> tuple[tuple[int, int], ...]:
+    """The layers of ``arch`` that its DAE's encoder holds (pruned by IMP)."""
+    return classifier_shapes(arch)[: _ENCODERS[arch]]
+
+
+def head_shapes(arch: str) -> tuple[tuple[int, int], ...]:
+    """The layers of ``arch`` after the encoder: θ0, never pruned (none for LeNet-300-100)."""
+    return classifier_shapes(arch)[_ENCODERS[arch]:]
+
+
+def dae_shapes(arch: str) -> tuple[tuple[int, int], ...]:
+    """Every layer of ``arch``'s DAE, encoder first (the shapes of a `Ticket`'s Θ0)."""
+    if arch == "lenet-300-100":
+        return layer_shapes(DAE_SIZES)
+    return (*encoder_shapes(arch), *CONV_DAE_DECODER_SHAPES)
+
+
+def weight_reuse(arch: str | None, num_layers: int) -> tuple[int, ...]:
+    """Per layer, the output positions at which each weight acts for one sample
+    (its forward MACs / its weights): a convolution's weight at every output
+    pixel (LeNet-5: conv1 28x28 = 784, conv2 10x10 = 100), a dense layer's once.
+    A FLOP count of a sparse step weighs each layer's surviving weights by it
+    (`fedsim.system.payload.flops_fraction` counts each weight once, exact for an
+    MLP). 1 for every layer of models other than LeNet-5 (a factory's layers are
+    not known here)."""
+    if arch == "lenet-5":
+        return tuple(m // (i * o) for m, (i, o) in zip(lenet5_layer_macs(), LENET5_SHAPES, strict=True))
+    return (1,) * num_layers

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -165,11 +166,44 @@ def train_dae(
         The trained DAE parameters and the mean reconstruction MSE of every epoch.
     """
     mask.check(theta0)
+    if int(data.shape[0]) == 0:
+        raise ValueError("the unlabeled pool is empty")
+    model = _FlatDAE(theta0.to(data.device), mask, cfg.batch_size, data.device)
+    losses = fit_dae(model, data, cfg, seed=seed, iteration=iteration, epochs=epochs, on_epoch=on_epoch)
+    return model.params(), losses
+
+
+class StepModel(Protocol):
+    """A DAE that `fit_dae` trains: one optimiser step per batch."""
+
+    def step_batch(self, x_noisy: Tensor, x_clean: Tensor, lr: float) -> Tensor:
+        """One step on a batch; returns the batch's summed squared error (a 0-d tensor)."""
+        ...
+
+
+def fit_dae(
+    model: StepModel,
+    data: Tensor,
+    cfg: PretrainConfig,
+    *,
+    seed: int,
+    iteration: int,
+    epochs: int | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> np.ndarray:
+    """The epochs of one Training step, whatever the DAE (the MLP's `_FlatDAE`,
+    the conv DAE of `fedsim.learn.conv_dae`): every epoch draws its noise
+    (`noisy_inputs`) and shuffle, then steps ``model`` on batches of
+    ``cfg.batch_size`` rows (the last one partial). Returns the mean
+    reconstruction MSE of every epoch.
+
+    Raises:
+        ValueError: the unlabeled pool is empty.
+    """
     device = data.device
     num, dim = int(data.shape[0]), int(data.shape[1])
     if num == 0:
         raise ValueError("the unlabeled pool is empty")
-    model = _FlatDAE(theta0.to(device), mask, cfg.batch_size, device)
     noisy = torch.empty_like(data)
     xb = torch.empty(cfg.batch_size, dim, device=device)
     tb = torch.empty(cfg.batch_size, dim, device=device)
@@ -184,7 +218,7 @@ def train_dae(
     finally:
         if pool is not None:
             pool.shutdown()
-    return model.params(), np.array(losses, dtype=np.float64)
+    return np.array(losses, dtype=np.float64)
 
 
 def noisy_inputs(
@@ -220,7 +254,7 @@ def noisy_inputs(
 
 
 def _epoch(
-    model: _FlatDAE,
+    model: StepModel,
     data: Tensor,
     noisy: Tensor,
     xb: Tensor,
@@ -247,4 +281,4 @@ def _epoch(
     return float(total) / (num * dim)
 
 
-__all__ = ["ADAM_BETAS", "ADAM_EPS", "NOISE_BLOCKS", "dae_epoch_flops", "noisy_inputs", "train_dae"]
+__all__ = ["ADAM_BETAS", "ADAM_EPS", "NOISE_BLOCKS", "dae_epoch_flops", "fit_dae", "noisy_inputs", "train_dae"]

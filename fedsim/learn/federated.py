@@ -190,6 +190,18 @@ def train_participants(
     return (params if average is None else average), samples, np.concatenate(steps)
 
 
+def make_trainer(model: ModelSpec | None, clients: ClientData, mask: Mask, cfg: FLConfig,
+                 device: torch.device, block_clients: int | None = None) -> _BatchedMLP | GenericTrainer:
+    """The batched trainer of ``model``: the hand-written LeNet-300-100 kernel
+    (None or the reference model) or the generic ``vmap`` trainer; both have
+    ``train_round(params, schedule) -> stacked trained models``."""
+    if model is not None and not model.reference:
+        from fedsim.learn.generic import GenericTrainer
+
+        return GenericTrainer(model, clients, mask, cfg, device, block_clients)
+    return _BatchedMLP(clients, mask, cfg, device, block_clients)
+
+
 def train(
     init: Params,
     mask: Mask,
@@ -218,7 +230,9 @@ def train(
             pruned weights are zeroed (``mask.apply``) before training.
         mask: fixes pruned weights at 0 in every client and in the average.
         clients: the labelled pool and the partition.
-        test: ``(inputs [M, 784] float32 or uint8 images, labels [M])``.
+        test: ``(inputs [M, *sample_shape] float32 or uint8 images, labels
+            [M])``: ``[M, 784]`` or 28x28 images for LeNet-300-100, any shape
+            ``model`` takes otherwise (`fedsim.learn.model.as_inputs`).
         cfg: local SGD settings (lr, batch size, epochs, eval batch size).
         seed: scenario seed; shuffles come from ``(seed, "client", k, "round", r)``.
         rounds: the last round number to run (not a count: a run resumed after
@@ -276,12 +290,7 @@ def train(
     forward = model.forward if generic else None
     stack = stack_clients if stack_clients is not None else default_stack_clients(
         params.num_params if generic else None)
-    if generic:
-        from fedsim.learn.generic import GenericTrainer
-
-        trainer: _BatchedMLP | GenericTrainer = GenericTrainer(model, clients, mask, cfg, dev, block_clients)
-    else:
-        trainer = _BatchedMLP(clients, mask, cfg, dev, block_clients)
+    trainer = make_trainer(model, clients, mask, cfg, dev, block_clients)
     meta = {
         "seed": int(seed),
         "device": str(dev),
@@ -353,6 +362,7 @@ __all__ = [
     "client_batches",
     "epoch_permutations",
     "fedavg",
+    "make_trainer",
     "participants",
     "round_flops",
     "round_schedule",

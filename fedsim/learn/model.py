@@ -233,23 +233,29 @@ def encoder(dae: Params) -> Params:
 
 
 def as_inputs(images: Tensor | np.ndarray) -> Tensor:
-    """Images as float32 rows ``[N, 784]`` in [0, 1] (always a new tensor).
+    """Samples as float32 ``[N, *sample_shape]`` in [0, 1] (always a new tensor).
 
     ``uint8`` pixels are divided by 255; floating inputs are taken as already
-    scaled. Any trailing shape whose product is 784 is flattened.
+    scaled. Samples of 784 values (``[N, 28, 28]``, ``[N, 1, 28, 28]``) become
+    the flat rows ``[N, 784]`` that LeNet-300-100 and its kernel take, as
+    always; any other sample shape (``[N, 3, 32, 32]``, ``[N, 20]``) is kept,
+    for the models that view it as their ``input_shape``
+    (`fedsim.learn.zoo.ModelSpec.forward`).
 
     Raises:
-        ValueError: the trailing dimensions do not hold 784 values.
+        ValueError: fewer than 2 dimensions, or an empty sample shape.
     """
     shape = tuple(images.shape)
-    if len(shape) < 2 or math.prod(shape[1:]) != LENET_SIZES[0]:
-        raise ValueError(f"images of shape {shape}: expected [N, 28, 28] or [N, 784]")
+    if len(shape) < 2 or math.prod(shape[1:]) == 0:
+        raise ValueError(f"samples of shape {shape}: expected [N, *sample_shape] (e.g. [N, 28, 28] or "
+                         "[N, 3, 32, 32])")
+    target = (shape[0], LENET_SIZES[0]) if math.prod(shape[1:]) == LENET_SIZES[0] else shape
     if isinstance(images, np.ndarray):  # convert in numpy: read-only arrays stay untouched
-        flat = images.reshape(shape[0], LENET_SIZES[0])
+        flat = images.reshape(target)
         if flat.dtype == np.uint8:
             return torch.from_numpy(flat.astype(np.float32) / np.float32(255.0))
         return torch.from_numpy(np.array(flat, dtype=np.float32))
-    x = images.reshape(shape[0], LENET_SIZES[0])
+    x = images.reshape(target)
     if x.dtype == torch.uint8:
         return x.to(torch.float32).div_(255.0)
     return x.to(torch.float32, copy=True).contiguous()
@@ -283,7 +289,8 @@ def evaluate(
 
     Args:
         params: a single (unstacked) classifier.
-        inputs: float32 ``[N, 784]`` on the device of ``params``.
+        inputs: float32 ``[N, *sample_shape]`` on the device of ``params``
+            (``[N, 784]`` for the MLP `logits`; any shape ``forward`` takes).
         labels: int64 ``[N]``.
         batch_size: rows per forward pass (memory only; results do not depend on it
             beyond float rounding of the loss sum, accumulated in float64).

@@ -28,6 +28,12 @@ extended to more levels later (``start=``) with the same result as one long run.
 The DAE training itself (the Training step, its noise and its hand-written
 passes) is `fedsim.learn.dae`, whose names are re-exported here; this module
 holds the `Ticket` and the loop of train, prune and reset (`pretrain`).
+
+Models with an autoencoder (`fedsim.learn.counts.AUTOENCODER_ARCHS`): LeNet-300-100
+(the paper's MLP DAE, encoder = the whole classifier) and LeNet-5 (the
+convolutional DAE of `fedsim.learn.conv_dae`, encoder = conv1, conv2, fc1, fc2;
+its head fc3 stays at θ0 and dense). Both run the same Protocol 2 with the same
+settings; the masks cover every weight of encoder and decoder, biases unpruned.
 """
 
 from __future__ import annotations
@@ -45,7 +51,11 @@ from torch import Tensor
 # the level arithmetic needs no torch (validation uses it); re-exported here
 from fedsim.learn.counts import (  # noqa: F401
     RATE_TOLERANCE,
+    REFERENCE_ARCH,
+    dae_shapes,
+    encoder_shapes,
     expected_levels,
+    head_shapes,
     iter_expected_levels,
     iter_level_counts,
 )
@@ -59,13 +69,12 @@ from fedsim.learn.dae import (  # noqa: F401  (re-exported: the DAE training's n
 )
 from fedsim.learn.masks import Mask, prune_magnitude
 from fedsim.learn.model import (
-    DAE_SIZES,
-    ENCODER_LAYERS,
     Device,
+    Init,
     Params,
     as_inputs,
     device_name,
-    layer_shapes,
+    init_dae,
     resolve_device,
 )
 from fedsim.learn.spec import PretrainConfig
@@ -78,14 +87,19 @@ class Ticket:
     """The pre-training artifact.
 
     Attributes:
-        theta0: Θ0, the DAE's initial parameters (6 layers; the first 3 are the
-            classifier's θ0, shared by every method).
+        theta0: Θ0, the DAE's initial parameters (`fedsim.learn.counts.dae_shapes`;
+            LeNet-300-100: 6 layers, the first 3 the classifier's θ0; LeNet-5:
+            8, the first 4 its θ0's conv1, conv2, fc1, fc2). The encoder part
+            and the head are shared by every method.
         masks: DAE masks per level: ``masks[0]`` dense, ``masks[k]`` after k
             iterations of training and pruning.
-        pretrained: the encoder (3 layers) after the first training step; None
-            when no iteration ran.
+        pretrained: the classifier after the first training step (its encoder
+            trained, its head θ0); None when no iteration ran.
         recon_loss: ``[iterations, epochs]`` mean reconstruction MSE per epoch.
         meta: JSON-able facts (config, seed, device).
+        arch: the classifier (`fedsim.learn.counts.AUTOENCODER_ARCHS`).
+        head: θ0 of the classifier's layers after the encoder (LeNet-5's fc3),
+            never pruned; None when the encoder is the whole classifier.
     """
 
     theta0: Params
@@ -93,10 +107,15 @@ class Ticket:
     pretrained: Params | None = None
     recon_loss: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     meta: dict[str, Any] = field(default_factory=dict)
+    arch: str = REFERENCE_ARCH
+    head: Params | None = None
 
     def __post_init__(self) -> None:
-        if self.theta0.shapes != layer_shapes(DAE_SIZES):
-            raise ValueError(f"Θ0 has layer shapes {self.theta0.shapes}, not the DAE's")
+        if self.theta0.shapes != dae_shapes(self.arch):
+            raise ValueError(f"Θ0 has layer shapes {self.theta0.shapes}, not the {self.arch} DAE's")
+        head = self.head.shapes if self.head is not None else ()
+        if head != head_shapes(self.arch):
+            raise ValueError(f"head of layer shapes {head} for {self.arch}, whose head is {head_shapes(self.arch)}")
         if not self.masks:
             raise ValueError("a ticket holds at least the level-0 mask")
         for k, m in enumerate(self.masks):
@@ -110,19 +129,34 @@ class Ticket:
         return len(self.masks) - 1
 
     @property
+    def encoder_layers(self) -> int:
+        """Layers of the DAE's encoder (= the classifier's body)."""
+        return len(encoder_shapes(self.arch))
+
+    @property
     def theta0_encoder(self) -> Params:
-        """θ0: the classifier's initial weights (a copy)."""
-        return self.theta0.layers(0, ENCODER_LAYERS).clone()
+        """θ0: the classifier's initial weights, encoder and head (a copy)."""
+        return self.classifier(self.theta0.layers(0, self.encoder_layers))
+
+    def classifier(self, encoder: Params) -> Params:
+        """The classifier of encoder parameters ``encoder`` and this ticket's head θ0 (a copy)."""
+        if self.head is None:
+            return encoder.clone()
+        return Params((*encoder.weights, *self.head.weights), (*encoder.biases, *self.head.biases)).clone()
 
     def encoder_mask(self, level: int) -> Mask:
-        """The classifier's mask m of ``level`` (0 = dense).
+        """The classifier's mask m of ``level`` (0 = dense): the encoder's part
+        of the DAE mask, then the head's layers all kept.
 
         Raises:
             ValueError: a level this ticket does not hold.
         """
         if not 0 <= level <= self.iterations:
             raise ValueError(f"pruning level {level} not available: this ticket holds levels 0..{self.iterations}")
-        return self.masks[level].layers_slice(0, ENCODER_LAYERS)
+        encoder = self.masks[level].layers_slice(0, self.encoder_layers)
+        if self.head is None:
+            return encoder
+        return Mask((*encoder.layers, *Mask.dense_like(self.head).layers))
 
     def levels(self) -> list[tuple[int, float]]:
         """``(level, P_R of the classifier)`` for every level held."""
@@ -146,6 +180,10 @@ class Ticket:
         arrays.update(self.theta0.to_numpy("theta0/"))
         if self.pretrained is not None:
             arrays.update(self.pretrained.to_numpy("pretrained/"))
+        if self.head is not None:
+            arrays.update(self.head.to_numpy("head/"))
+        if self.arch != REFERENCE_ARCH:  # absent for LeNet-300-100: its files stay as they were
+            arrays["arch"] = np.array(self.arch)
         for k, m in enumerate(self.masks):
             arrays.update(m.to_numpy(f"mask{k}/"))
         arrays["recon_loss"] = np.asarray(self.recon_loss, dtype=np.float64)
@@ -168,9 +206,33 @@ class Ticket:
                 pretrained = Params.from_numpy(data, "pretrained/") if "pretrained/w0" in data else None
                 masks = tuple(Mask.from_numpy(data, f"mask{k}/") for k in range(levels))
                 recon = np.array(data["recon_loss"])
+                arch = str(data["arch"]) if "arch" in data else REFERENCE_ARCH
+                head = Params.from_numpy(data, "head/") if "head/w0" in data else None
             except KeyError as err:
                 raise ValueError(f"{path}: not a pre-training ticket (missing {err})") from err
-        return cls(theta0, masks, pretrained, recon, meta)
+        return cls(theta0, masks, pretrained, recon, meta, arch, head)
+
+
+def initial_dae(arch: str, seed: int, *, init: Init = "glorot_uniform",
+                classifier_theta0: Params | None = None) -> tuple[Params, Params | None]:
+    """Θ0 of ``arch``'s DAE and the θ0 of the classifier's head (None without one).
+
+    LeNet-300-100: `fedsim.learn.model.init_dae` (``init``). LeNet-5:
+    ``classifier_theta0`` (the module's θ0, `fedsim.learn.zoo.ModelSpec.initial_params`)
+    gives the encoder and the head, `fedsim.learn.conv_dae.init_conv_dae` the decoder.
+
+    Raises:
+        ValueError: an ``arch`` without an autoencoder; LeNet-5 without ``classifier_theta0``.
+    """
+    if arch == REFERENCE_ARCH:
+        return init_dae(init, seed), None
+    dae_shapes(arch)  # raises for a model without an autoencoder
+    if classifier_theta0 is None:
+        raise ValueError(f"the {arch} DAE's Θ0 needs the classifier's θ0")
+    from fedsim.learn.conv_dae import init_conv_dae
+
+    encoder = len(encoder_shapes(arch))
+    return init_conv_dae(classifier_theta0, seed), classifier_theta0.layers(encoder).clone()
 
 
 def pretrain(
@@ -185,6 +247,8 @@ def pretrain(
     on_iteration: Callable[[Ticket], None] | None = None,
     on_epoch: Callable[[int, int, float], None] | None = None,
     progress: bool = False,
+    arch: str = REFERENCE_ARCH,
+    head: Params | None = None,
 ) -> Ticket:
     """Run Protocol 2 up to ``iterations`` levels (train, prune, reset).
 
@@ -204,12 +268,16 @@ def pretrain(
             DAE epoch (a pipeline's progress display counts epochs with it).
         progress: show a progress line of this pre-training's epochs, with an
             ETA (`fedsim.progress.Progress`, on stderr).
+        arch, head: the classifier and its head's θ0 (`initial_dae`): LeNet-300-100
+            trains the MLP DAE (`fedsim.learn.dae`), LeNet-5 the conv DAE
+            (`fedsim.learn.conv_dae`).
 
     Returns:
         The ticket with levels 0..iterations.
 
     Raises:
-        ValueError: ``start`` has another Θ0 or more levels than asked for.
+        ValueError: ``start`` has another Θ0 or model, or more levels than
+            asked for; Θ0 or the head are not ``arch``'s.
     """
     dev = resolve_device(device)
     wanted = cfg.iterations if iterations is None else int(iterations)
@@ -217,8 +285,11 @@ def pretrain(
         raise ValueError(f"iterations {wanted} must be >= 0")
     meta = {"config": cfg.model_dump(), "seed": int(seed), "device": str(dev), "device_name": device_name(dev), "torch": torch.__version__}
     if start is None:
-        ticket = Ticket(theta0.clone(), (Mask.dense_like(theta0),), None, np.zeros((0, cfg.epochs)), meta)
+        ticket = Ticket(theta0.clone(), (Mask.dense_like(theta0),), None, np.zeros((0, cfg.epochs)), meta,
+                        arch, None if head is None else head.clone())
     else:
+        if start.arch != arch:
+            raise ValueError(f"the ticket to extend is of model {start.arch}, not {arch}")
         if not start.theta0.equal(theta0):
             raise ValueError("the ticket to extend was made from another Θ0")
         if start.iterations > wanted:
@@ -227,6 +298,10 @@ def pretrain(
     if ticket.iterations == wanted:
         return ticket
     data = as_inputs(unlabeled).to(dev)
+    if arch == REFERENCE_ARCH:
+        train = train_dae
+    else:
+        from fedsim.learn.conv_dae import train_conv_dae as train
     first = ticket.iterations + 1
     bar = Progress("pre-training", {"epochs": (wanted - ticket.iterations) * cfg.epochs}, enabled=progress)
     try:
@@ -239,7 +314,7 @@ def pretrain(
                 if on_epoch is not None:
                     on_epoch(iteration, epoch, mse)
 
-            trained, losses = train_dae(
+            trained, losses = train(
                 ticket.theta0, mask, data, cfg, seed=seed, iteration=iteration, on_epoch=epoch_done
             )
             trained = trained.to("cpu")
@@ -247,8 +322,9 @@ def pretrain(
             recon = np.concatenate([ticket.recon_loss.reshape(-1, losses.size), losses[None, :]])
             pretrained = ticket.pretrained
             if iteration == 1:
-                pretrained = trained.layers(0, ENCODER_LAYERS).clone()
-            ticket = Ticket(ticket.theta0, (*ticket.masks, pruned), pretrained, recon, meta)
+                pretrained = ticket.classifier(trained.layers(0, ticket.encoder_layers))
+            ticket = replace(ticket, masks=(*ticket.masks, pruned), pretrained=pretrained,
+                             recon_loss=recon, meta=meta)
             if on_iteration is not None:
                 on_iteration(ticket)
     finally:

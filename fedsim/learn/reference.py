@@ -98,14 +98,19 @@ def local_sgd(
     input_shape: tuple[int, ...] | None = None,
 ) -> int:
     """Client ``client_id``'s local SGD of round ``round_num`` on any ``model``,
-    in place: ``torch.optim.SGD`` on the mean cross-entropy of each mini-batch;
+    in place: ``torch.optim.SGD`` on the mean cross-entropy of each mini-batch,
+    plus FedProx's μ/2 ||w - w_start||² where ``cfg.proximal_mu`` = μ > 0
+    (its gradient μ (w - w_start) added to every parameter's, w_start the
+    model given, i.e. the round's global model; Li et al., MLSys 2020);
     ``masked`` pairs a parameter with its 0/1 mask (same shape), applied to the
     gradient and to the weight after every step. ``input_shape``: the shape of
-    one sample as the model takes it (default: the flat rows). Returns the
-    number of steps taken."""
+    one sample as the model takes it (default: the samples as ``clients``
+    holds them, ``[*clients.sample_shape]``). Returns the number of steps taken."""
     rows = clients.client_indices[client_id]
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr)
     perms = epoch_permutations(seed, client_id, round_num, rows.size, cfg.local_epochs)
+    mu = float(cfg.proximal_mu)
+    anchor = [(p, p.detach().clone()) for p in model.parameters()] if mu else []
     steps = 0
     for batch in client_batches(perms, cfg.batch_size):
         index = torch.from_numpy(rows[batch])
@@ -115,6 +120,8 @@ def local_sgd(
         loss = F.cross_entropy(model(x), clients.labels[index])
         optimizer.zero_grad()
         loss.backward()
+        for param, start in anchor:
+            param.grad.add_(param.detach() - start, alpha=mu)
         for param, m in masked:
             param.grad.mul_(m)
         optimizer.step()
@@ -148,8 +155,10 @@ def train_reference(
 
     Same arguments and result as `fedsim.learn.federated.train` (without
     device, stop and progress). ``model``: any classifier
-    (`fedsim.learn.zoo.ModelSpec`; a copy of its module is trained); None =
-    LeNet-300-100.
+    (`fedsim.learn.zoo.ModelSpec`; a copy of its module is trained, each batch
+    and the test set viewed as ``[B, *model.input_shape]``, so samples of any
+    shape holding that many values are taken); None = LeNet-300-100 (samples
+    of 784 values).
     """
     state = start if start is not None else TrainState(0, init)
     global_params = mask.apply(state.params)
@@ -159,7 +168,7 @@ def train_reference(
                  if m is not None]
         load = net.load
         read = net.params
-        input_shape = None
+        input_shape: tuple[int, ...] = (LENET_SIZES[0],)  # the kernel's flat rows
     else:
         net = copy.deepcopy(model.module)
         params_by_name = dict(net.named_parameters())
@@ -194,7 +203,7 @@ def train_reference(
             avg = [(acc / float(samples.sum())).float() for acc in sums]
             global_params = Params(tuple(avg[0::2]), tuple(avg[1::2]))
         with torch.no_grad():
-            x = test_x if input_shape is None else test_x.reshape(-1, *input_shape)
+            x = test_x.reshape(-1, *input_shape)
             logits = load(global_params)(x)
             accuracy = float((logits.argmax(1) == test_y).double().mean())
             loss = float(F.cross_entropy(logits, test_y))

@@ -16,6 +16,7 @@ epoch is ``ceil(n_k / batch_size)`` steps, the last batch possibly partial.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -24,7 +25,7 @@ import torch
 from torch import Tensor
 
 from fedsim import seeding
-from fedsim.learn.model import LENET_SIZES, as_inputs, as_labels
+from fedsim.learn.model import as_inputs, as_labels
 from fedsim.learn.spec import FLConfig
 
 Participation = Callable[[int], np.ndarray] | Sequence[np.ndarray] | None
@@ -35,8 +36,12 @@ class ClientData:
     """The labelled pool and who holds what, built once per run.
 
     Attributes:
-        inputs: float32 ``[N, 784]`` in [0, 1].
-        labels: int64 ``[N]`` in 0..9.
+        inputs: float32 ``[N, *sample_shape]``, pixels in [0, 1]: the flat
+            rows ``[N, 784]`` for LeNet-300-100 and its hand-written kernel (and
+            the data stage's rows of any dataset); any sample shape for other
+            models, which view each sample as their ``input_shape``
+            (`fedsim.learn.generic`, `fedsim.learn.reference`).
+        labels: int64 ``[N]`` in 0..C-1.
         client_indices: one int64 array per client: rows of ``inputs`` it holds.
     """
 
@@ -46,8 +51,9 @@ class ClientData:
 
     def __post_init__(self) -> None:
         n = int(self.inputs.shape[0])
-        if self.inputs.dim() != 2 or self.inputs.shape[1] != LENET_SIZES[0]:
-            raise ValueError(f"inputs of shape {tuple(self.inputs.shape)}: expected [N, 784]")
+        if self.inputs.dim() < 2 or self.sample_size == 0:
+            raise ValueError(f"inputs of shape {tuple(self.inputs.shape)}: expected [N, *sample_shape] "
+                             "(e.g. [N, 784] or [N, 3, 32, 32])")
         if self.inputs.dtype != torch.float32:
             raise ValueError(f"inputs of dtype {self.inputs.dtype}: expected float32")
         if self.labels.shape != (n,) or self.labels.dtype != torch.int64:
@@ -77,14 +83,26 @@ class ClientData:
         labels: Tensor | np.ndarray,
         partition: Sequence[np.ndarray],
     ) -> ClientData:
-        """Build from raw arrays: ``images`` uint8 ``[N, 28, 28]`` (divided by 255) or
-        float ``[N, 784]``; ``labels`` integer ``[N]``; ``partition`` one index array
-        per client (e.g. what a `fedsim.data` partitioner returns)."""
+        """Build from raw arrays: ``images`` ``[N, *sample_shape]``, uint8 (divided
+        by 255) or float (as they are), 784-value samples (``[N, 28, 28]``) as
+        flat rows ``[N, 784]`` and any other shape kept (`fedsim.learn.model.as_inputs`);
+        ``labels`` integer ``[N]``; ``partition`` one index array per client
+        (e.g. what a `fedsim.data` partitioner returns)."""
         return cls(
             as_inputs(images),
             as_labels(labels),
             tuple(np.asarray(p) for p in partition),
         )
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """Shape of one sample as held (``(784,)`` for MNIST's rows)."""
+        return tuple(self.inputs.shape[1:])
+
+    @property
+    def sample_size(self) -> int:
+        """Values per sample (the product of `sample_shape`)."""
+        return math.prod(self.sample_shape)
 
     @property
     def num_clients(self) -> int:

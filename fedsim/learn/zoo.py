@@ -5,8 +5,12 @@ built-in (``lenet-300-100``, ``lenet-5``), an entry point of the group
 ``fedsim.models``, or a factory ``"package.module:function"``; `resolve`
 turns it into a `ModelSpec` when a run starts (never at validation, which must
 not import torch), checking on the way that the factory imports, is callable,
-returns an ``nn.Module`` without buffers and whose output has one logit per
-class (one dummy forward pass of 2 samples).
+returns an ``nn.Module`` without buffers, that takes the data's samples and
+whose output has one logit per class (one dummy forward pass of 2 samples).
+A sample's shape as the model takes it is ``model.input_shape``, by default
+the data's own (`default_input_shape`: ``[1, 28, 28]`` for MNIST); the
+factory's module is looked for in the scenario's folder first
+(`fedsim.learn.locate`).
 
 The rest of fedsim (masks, FedAvg, checkpoints, payload counts) works on
 `Params`: one ``[fan_in, fan_out]`` weight and one ``[fan_out]`` bias per
@@ -29,11 +33,11 @@ fc 10; 61,706 parameters (`fedsim.learn.counts.lenet5_num_params`).
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -47,6 +51,7 @@ from fedsim.learn.counts import (
     compute_scale,
     training_flops_per_sample,
 )
+from fedsim.learn.locate import import_target
 from fedsim.learn.model import Params
 from fedsim.learn.spec import MODEL_ENTRY_POINTS, ModelConfig
 
@@ -220,7 +225,9 @@ class ModelSpec:
         return self.layout.to_params({k: v.detach() for k, v in self.module.named_parameters()})
 
     def forward(self, params: Params, x: Tensor) -> Tensor:
-        """Logits of the model with ``params`` on flat rows ``x [N, prod(input_shape)]``."""
+        """Logits of the model with ``params`` on ``x [N, ...]``: any layout of
+        ``prod(input_shape)`` values per sample (flat rows, the data's sample
+        shape), viewed as ``[N, *input_shape]``."""
         named = self.layout.to_named(params)
         return torch.func.functional_call(self.module, named, (x.reshape(-1, *self.input_shape),))
 
@@ -263,10 +270,13 @@ def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> list[int]:
     return macs
 
 
-def _load_factory(cfg: ModelConfig) -> tuple[Callable[..., nn.Module], str]:
-    """The callable ``cfg`` names and the key path to blame when it fails."""
+def _load_factory(cfg: ModelConfig, base_dir: Path | None = None) -> tuple[Callable[..., nn.Module], str]:
+    """The callable ``cfg`` names and the key path to blame when it fails. A
+    factory's module is looked for in ``base_dir`` (the scenario's folder)
+    first, then on the Python path, as a method plugin's is
+    (`fedsim.learn.locate.import_target`)."""
     if cfg.factory is None and cfg.arch in BUILTINS:
-        return BUILTINS[cfg.arch], "model.arch"
+        return BUILTINS[cfg.arch], f"model.arch {cfg.arch!r}"
     if cfg.factory is not None:
         where, target = "model.factory", cfg.factory
     else:
@@ -274,46 +284,72 @@ def _load_factory(cfg: ModelConfig) -> tuple[Callable[..., nn.Module], str]:
         if not eps:
             raise InputError(f"model.arch: no model {cfg.arch!r} under entry points {MODEL_ENTRY_POINTS!r}")
         where, target = f"model.arch ({MODEL_ENTRY_POINTS} entry point {cfg.arch!r})", eps[0].value
-    module_name, _, attr = target.partition(":")
+    module_name = target.partition(":")[0]
     try:
-        obj: object = importlib.import_module(module_name)
-    except Exception as exc:  # an import runs arbitrary code
-        raise InputError(f"{where}: cannot import module {module_name!r} of {target!r} "
-                         f"({type(exc).__name__}: {exc})") from None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise InputError(f"{where}: module {module_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
+        obj = import_target(target, base_dir)
+    except ValueError as exc:
+        raise InputError(f"{where}: {exc}") from None
     if not callable(obj):
         raise InputError(f"{where}: {target!r} in module {module_name!r} is not callable "
                          f"(a {type(obj).__name__})")
     return obj, f"{where} {target!r}"  # type: ignore[return-value]
 
 
+def default_input_shape(sample_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape a model takes one sample of ``sample_shape`` in, unless
+    ``model.input_shape`` says otherwise: `DEFAULT_INPUT_SHAPE` ``[1, 28, 28]``
+    for samples of 784 values (MNIST-like, as before any other shape was
+    taken); a 2-D sample ``(H, W)`` as one channel ``[1, H, W]`` (what
+    ``nn.Conv2d`` takes); any other shape as it is (``[3, 32, 32]``, ``[20]``)."""
+    shape = tuple(int(d) for d in sample_shape)
+    if math.prod(shape) == LENET_SIZES[0]:
+        return DEFAULT_INPUT_SHAPE
+    return (1, *shape) if len(shape) == 2 else shape
+
+
 def resolve(cfg: ModelConfig, seed: int, num_classes: int = NUM_CLASSES,
-            sample_size: int = LENET_SIZES[0]) -> ModelSpec:
+            sample_size: int = LENET_SIZES[0], *, sample_shape: tuple[int, ...] | None = None,
+            data: str | None = None, base_dir: Path | None = None) -> ModelSpec:
     """Build the model ``cfg`` names, with θ0 drawn under the seed of
-    ``(seed, "init", "module")``, and check it.
+    ``(seed, "init", "module")``, and check it against the data.
 
     The module is built inside ``torch.random.fork_rng`` seeded from that key:
     its constructor draws from torch's global generator as usual, and the
     caller's generator state is restored afterwards.
 
-    ``sample_size``: values per sample in the dataset (784 for 28x28 images).
+    Args:
+        cfg: the scenario's ``model`` section.
+        seed: the scenario seed.
+        num_classes: classes of the dataset (the model's output size).
+        sample_size: values per sample in the dataset (784 for 28x28 images);
+            ignored when ``sample_shape`` is given.
+        sample_shape: shape of one sample in the dataset (``(28, 28)``,
+            ``(3, 32, 32)``); the model's input shape defaults from it
+            (`default_input_shape`).
+        data: the data in messages (``"data.npz '/path/d.npz'"``); default
+            "the dataset".
+        base_dir: the scenario's folder, where a factory's module is looked
+            for first (`fedsim.learn.locate`).
 
     Raises:
         InputError: ``model.input_shape`` does not hold ``sample_size``
             values; the factory cannot be imported, is not callable, raises,
-            returns no ``nn.Module``, has buffers or unnamed parameters, or its
-            output on ``[2, *input_shape]`` zeros is not ``[2, num_classes]``;
-            each message names the key (``model.factory``) and the module.
+            returns no ``nn.Module``, has buffers or unnamed parameters, its
+            forward pass on ``[2, *input_shape]`` zeros fails (naming the model
+            and the data) or is not ``[2, num_classes]``; each message names the
+            key (``model.factory``) and the module.
     """
+    if sample_shape is not None:
+        sample_size = math.prod(sample_shape)
+    shape_text = "x".join(map(str, sample_shape or (sample_size,)))
     reference = cfg.is_reference
-    input_shape = (LENET_SIZES[0],) if reference else tuple(cfg.input_shape or DEFAULT_INPUT_SHAPE)
+    input_shape = ((LENET_SIZES[0],) if reference
+                   else tuple(cfg.input_shape or default_input_shape(sample_shape or (sample_size,))))
     if math.prod(input_shape) != sample_size:
-        raise InputError(f"model.input_shape: {list(input_shape)} holds {math.prod(input_shape)} values; "
-                         f"the dataset's samples hold {sample_size}")
-    factory, where = _load_factory(cfg)
+        held = (f"the dataset's samples hold {sample_size}" if data is None
+                else f"the samples of {data} hold {sample_size} ({shape_text})")
+        raise InputError(f"model.input_shape: {list(input_shape)} holds {math.prod(input_shape)} values; {held}")
+    factory, where = _load_factory(cfg, base_dir)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seeding.torch_seed(seed, "init", "module"))  # scoped to this block
         try:
@@ -328,8 +364,9 @@ def resolve(cfg: ModelConfig, seed: int, num_classes: int = NUM_CLASSES,
         with torch.no_grad():
             out = module(torch.zeros(2, *input_shape))
     except Exception as exc:  # user code
-        raise InputError(f"{where}: a forward pass on input [2, {', '.join(map(str, input_shape))}] "
-                         f"failed ({type(exc).__name__}: {exc}); set model.input_shape") from None
+        raise InputError(f"{where} and {data or 'the dataset'} do not fit: a forward pass on input "
+                         f"[2, {', '.join(map(str, input_shape))}] (the data's {shape_text} samples) failed "
+                         f"({type(exc).__name__}: {exc}); fix the model or set model.input_shape") from None
     if not isinstance(out, Tensor) or tuple(out.shape) != (2, num_classes):
         shape = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise InputError(f"{where}: output {shape} for 2 samples; the dataset has {num_classes} "

@@ -31,7 +31,8 @@ class Data:
     Attributes:
         unlabeled: the server's pool, uint8 [N_u, 28, 28] (a user npz: its x_train rows).
         clients: the labeled pool partitioned over the clients.
-        test_x, test_y: the test set, float [N_t, 784] (uint8 pixels scaled to [0, 1])
+        test_x, test_y: the test set, float rows [N_t, d] (d = values per
+            sample, 784 for MNIST; uint8 pixels scaled to [0, 1])
             and int64 labels.
         client_samples: samples held by each client, int64 [K].
     """
