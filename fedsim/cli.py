@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rounds", type=int, help="override rounds.max")
     run.add_argument("--methods", help="comma-separated subset of the scenario's methods")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override device")
+    run.add_argument("--workers", help="worker processes for the methods: auto or N (1: one after "
+                                       "another); sets parallel.workers (docs/performance.md)")
     run.add_argument("--continue-from", choices=["cpu", "cuda"],
                      help="continue each method's cached run on this other device, where there is "
                           "one, from its last checkpoint (e.g. a GPU run cut short, finished on the "
@@ -153,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = command("bench", "measure the performance figures of docs/performance.md")
     _add_common(bench)
     bench.add_argument("--json", action="store_true", help="print one JSON object")
-    bench.add_argument("--only", help="comma-separated subset: learn,pretrain,system,sweep")
+    bench.add_argument("--only", help="comma-separated subset: learn,pretrain,system,sweep,workload,schedule")
     return parser
 
 
@@ -168,6 +170,8 @@ def scenario_from_args(args: argparse.Namespace):
         overrides.append(f"rounds.max={args.rounds}")
     if args.device is not None:
         overrides.append(f"device={args.device}")
+    if getattr(args, "workers", None) is not None:
+        overrides.append(f"parallel.workers={args.workers}")
     scenario = config.load(args.path, overrides=overrides)
     if args.methods:
         scenario = config.select_methods(scenario, [m.strip() for m in args.methods.split(",")])

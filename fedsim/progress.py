@@ -22,6 +22,12 @@ records printed above it; otherwise (a log file, CI) a plain line every
     [fedsim] training hp-fl round 40/150, 38% of scenario, elapsed 3m12s, ETA 5m10s
 
 Disabled (``--quiet``): nothing at all. Only this module draws progress.
+
+Several methods at once (a scenario's parallel schedule,
+`fedsim.pipeline.parallel`): the workers' events reach one `Progress` in the
+parent, so the time between two events from any worker counts as computing
+and the rate is the whole machine's; `running_status` names every running
+method in the one line.
 """
 
 from __future__ import annotations
@@ -259,6 +265,18 @@ class Progress:
         return True
 
 
+def running_status(statuses: Mapping[str, str]) -> str:
+    """One status text for several tasks running at once (a scenario's
+    parallel schedule), in the order they started: ``training original round
+    40/150, hp-fl round 38/150``; the terminal line is cut to its width."""
+    texts = list(statuses.values())
+    if len(texts) <= 1:
+        return texts[0] if texts else ""
+    training = "training "
+    head = training if all(t.startswith(training) for t in texts) else ""
+    return head + ", ".join(t[len(head):] for t in texts)
+
+
 def _is_terminal(stream: TextIO) -> bool:
     try:
         return bool(stream.isatty())
@@ -266,4 +284,4 @@ def _is_terminal(stream: TextIO) -> bool:
         return False
 
 
-__all__ = ["BAR_CHARS", "PLAIN_EVERY_S", "REDRAW_EVERY_S", "Progress", "format_clock"]
+__all__ = ["BAR_CHARS", "PLAIN_EVERY_S", "REDRAW_EVERY_S", "Progress", "format_clock", "running_status"]

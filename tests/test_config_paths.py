@@ -118,7 +118,7 @@ def test_unknown_keys_list_the_valid_keys_of_their_level():
     lines = format_validation_error(_error(config.Scenario, raw), raw, "f.yaml").splitlines()
     assert sorted(lines) == [
         "f.yaml: rond: unknown key 'rond'; valid keys here: data, description, device, fl, methods, "
-        "model, name, pretrain, report, rounds, seed, system, targets",
+        "model, name, parallel, pretrain, report, rounds, seed, system, targets",
         "f.yaml: system.clients.uplnk: unknown key 'uplnk'; valid keys here: availability, "
         "device_trace, downlink, dynamics, rtt, sessions, speed, trace, uplink",
     ]

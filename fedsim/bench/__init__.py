@@ -5,11 +5,19 @@ reference in the same run (the machine is shared and noisy), so targets are
 stated as ratios wherever possible. The parts:
 
 * ``learn``: one batched FedAvg round of the paper setup vs its FLOP floor and
-  vs the plain per-client reference loop (`fedsim.bench.learn`);
+  vs the plain per-client reference loop (`fedsim.bench.learn`); FedBuff
+  replay vs synchronous rounds in client updates per second
+  (`fedsim.bench.async_training`);
 * ``pretrain``: one DAE epoch vs its FLOP floor (`fedsim.bench.learn`);
 * ``system``: discrete-event client-rounds per second with a contended server
-  link, and scaling with clients per round (`fedsim.bench.system`);
+  link, and scaling with clients per round (`fedsim.bench.system`); client
+  updates per second of the asynchronous schedule (`fedsim.bench.asynchronous`);
 * ``sweep``: a 100-cell link-speed study with cached traces (`fedsim.bench.sweep`).
+* ``workload``: the generic trainer vs the LeNet-300-100 kernel and the
+  per-client loop, LeNet-5 batched vs its loop and its FLOP floor, and the
+  overhead of qsgd / top-k on a round (`fedsim.bench.workload`; issue 14).
+* ``schedule``: a small scenario's rounds per second on the sequential and the
+  parallel schedule, interleaved (`fedsim.bench.schedule`).
 
 The benchmarks live in one package above the code they measure (the sweep part
 runs a whole study), so learn/, system/ and study/ hold no benchmark code and
@@ -29,9 +37,9 @@ from fedsim.errors import InputError
 
 
 def _learn(progress: bool) -> dict[str, Any]:
-    from fedsim.bench import learn
+    from fedsim.bench import async_training, learn
 
-    return learn.bench_round(progress=progress)
+    return {**learn.bench_round(progress=progress), **async_training.bench_async_training(progress=progress)}
 
 
 def _pretrain(progress: bool) -> dict[str, Any]:
@@ -41,9 +49,15 @@ def _pretrain(progress: bool) -> dict[str, Any]:
 
 
 def _system(progress: bool) -> dict[str, Any]:
-    from fedsim.bench import system
+    from fedsim.bench import asynchronous, system
 
-    return system.bench_des(progress=progress)
+    return {**system.bench_des(progress=progress), **asynchronous.bench_async(progress=progress)}
+
+
+def _workload(progress: bool) -> dict[str, Any]:
+    from fedsim.bench import workload
+
+    return workload.bench_workload(progress=progress)
 
 
 def _sweep(progress: bool) -> dict[str, Any]:
@@ -52,11 +66,19 @@ def _sweep(progress: bool) -> dict[str, Any]:
     return sweep.bench_sweep(progress=progress)
 
 
+def _schedule(progress: bool) -> dict[str, Any]:
+    from fedsim.bench import schedule
+
+    return schedule.bench_schedule(progress=progress)
+
+
 PARTS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "learn": _learn,
     "pretrain": _pretrain,
     "system": _system,
     "sweep": _sweep,
+    "workload": _workload,
+    "schedule": _schedule,
 }
 
 

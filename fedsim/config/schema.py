@@ -20,7 +20,13 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from fedsim.data.spec import DataConfig
-from fedsim.learn.counts import LENET_SIZES, iter_level_counts, layer_shapes, level_counts
+from fedsim.learn.counts import (
+    LENET_SIZES,
+    classifier_shapes,
+    iter_level_counts,
+    layer_shapes,
+    level_counts,
+)
 from fedsim.learn.spec import FLConfig, MethodConfig, ModelConfig, PretrainConfig
 from fedsim.schema import Section
 from fedsim.system.spec import SystemConfig, draw_range
@@ -38,6 +44,19 @@ class RoundsConfig(Section):
     stop_when_reached: bool = Field(
         False, description="stop a method early once it has reached every target")
     checkpoint_every: int = Field(50, ge=1, description="save the global model every N rounds")
+
+
+class ParallelConfig(Section):
+    """How a scenario's stages share the machine (`fedsim.pipeline.parallel`):
+    ``workers`` processes of ``threads`` torch threads each. ``auto`` chooses
+    from a per-machine measurement (docs/performance.md); ``workers: 1`` is the
+    sequential schedule. Enters no cache key: results do not depend on it
+    beyond the float rounding of the thread count (provenance.json records it)."""
+
+    workers: Literal["auto"] | Annotated[int, Field(strict=True, ge=1)] = Field(
+        "auto", description="worker processes (1: one method after another)")
+    threads: Literal["auto"] | Annotated[int, Field(strict=True, ge=1)] = Field(
+        "auto", description="torch threads per worker (auto: the cores / workers)")
 
 
 class ReportConfig(Section):
@@ -68,6 +87,7 @@ class Scenario(Section):
     rounds: RoundsConfig = Field(default_factory=RoundsConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     report: ReportConfig = Field(default_factory=ReportConfig)
+    parallel: ParallelConfig = Field(default_factory=ParallelConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -90,22 +110,44 @@ class Scenario(Section):
         """A pruning method's level or rate must be one that ``pretrain.iterations``
         makes, and a method that needs pre-training needs unlabeled data."""
         from fedsim.learn.methods import get as get_method
-        from fedsim.learn.methods import required_iterations
+        from fedsim.learn.methods import is_plugin, required_iterations
 
         for label, method in self.methods.items():
+            if is_plugin(method.kind):
+                continue  # imported, and checked so, when a run starts (fedsim.learn.plugins)
             key = next((f"methods.{label}.{name}" for name in ("level", "remaining_rate")
                         if getattr(method, name) is not None), f"methods.{label}")
-            try:
-                needed = required_iterations(method, self.pretrain)
-            except ValueError as exc:
-                raise ValueError(f"{key}: {exc}") from None
-            try:  # pre-training and pruning need the model's autoencoder
-                self.model.check_method(method.kind, needed > 0 or get_method(method.kind).pruned)
+            entry = get_method(method.kind)
+            try:  # pre-training and pruning need the model's autoencoder (checked first: it names both)
+                self.model.check_method(method.kind, entry.pruned or entry.iterations > 0)
             except ValueError as exc:
                 raise ValueError(f"methods.{label}: {exc}") from None
+            try:
+                needed = required_iterations(method, self.pretrain, self.model.autoencoder)
+            except ValueError as exc:
+                raise ValueError(f"{key}: {exc}") from None
             if needed > 0 and self.data.unlabeled == 0:
                 raise ValueError(f"methods.{label}: method {method.kind!r} pre-trains on the "
                                  "unlabeled pool, but data.unlabeled is 0")
+        return self
+
+    @model_validator(mode="after")
+    def _concurrency_fits_clients(self) -> Scenario:
+        """An asynchronous method cannot keep more clients training than there
+        are (`fedsim.system.async_spec`; an external partition's count is known
+        only when its file is read, and `simulate_async` checks it then)."""
+        clients = getattr(self.data.partition, "num_clients", None)
+        for label, method in self.methods.items():
+            concurrency = method.asynchronous.concurrency if method.asynchronous is not None else 0
+            if clients is not None and concurrency > clients:
+                raise ValueError(f"methods.{label}.asynchronous.concurrency: {concurrency} exceeds the "
+                                 f"{clients} clients of data.partition.num_clients")
+            if method.asynchronous is not None:  # fedsim.learn.asynchronous.train_async refuses them too
+                for name in ("compression", "server"):
+                    if getattr(method, name) is not None or getattr(self.fl, name) is not None:
+                        raise ValueError(f"methods.{label}.asynchronous: does not combine with {name} "
+                                         f"(set in {'methods.' + label if getattr(method, name) else 'fl'}"
+                                         f".{name}); FedBuff's server step is its own")
         return self
 
     @model_validator(mode="after")
@@ -152,24 +194,29 @@ def fastest_round_s(scenario: Scenario, label: str) -> tuple[float, str]:
         ValueError: as `fedsim.learn.methods.required_iterations` (a level or
             rate that the pre-training does not make).
     """
-    from fedsim.learn.methods import get, required_iterations
+    from fedsim.learn.methods import get, is_plugin, required_iterations
     from fedsim.system.payload import payload_bytes
 
     method = scenario.methods[label]
-    shapes = layer_shapes(LENET_SIZES)
+    arch = scenario.model.autoencoder  # lenet-5's shapes for it; LeNet-300-100's for the rest
+    shapes = classifier_shapes(arch) if arch is not None else layer_shapes(LENET_SIZES)
     weights = level_counts(shapes, scenario.pretrain.prune_fraction, 0)
     surviving = weights
+    if is_plugin(method.kind):  # its mask and compression are known only once it runs: RTT alone
+        rtt_s = draw_range(scenario.system.clients.rtt, "rtt")[0]
+        return rtt_s, f"{label}: a plugin, payload unknown before the run: RTT {rtt_s * 1e3:g} ms"
     if get(method.kind).pruned:
-        level = required_iterations(method, scenario.pretrain)
+        level = required_iterations(method, scenario.pretrain, arch)
         surviving = tuple(0 for _ in weights)
         if scenario.pretrain.scope == "layerwise":
-            for k, counts in enumerate(iter_level_counts(scenario.pretrain)):
+            for k, counts in enumerate(iter_level_counts(scenario.pretrain, arch or "lenet-300-100")):
                 if k == level or counts == surviving:  # surviving: the last level's counts
                     surviving = counts
                     break
                 surviving = counts
     system = scenario.system
-    payload = payload_bytes(weights, surviving, sum(LENET_SIZES[1:]), system.payload, scenario.fl.compression)
+    compression = method.compression or scenario.fl.compression  # methods.effective_fl, for a built-in
+    payload = payload_bytes(weights, surviving, sum(o for _, o in shapes), system.payload, compression)
     down_bps = min(draw_range(system.clients.downlink, "downlink")[1], system.server.downlink)
     up_bps = min(draw_range(system.clients.uplink, "uplink")[1], system.server.uplink)
     rtt_s = draw_range(system.clients.rtt, "rtt")[0]

@@ -17,11 +17,14 @@ method start  kind, ``model``, ``seed``; + the pretrain key where the kind uses 
               where it prunes (`method_key`)
 system        `system_facts` (model version, ``system``, the trace file's bytes, the session file's,
               ``rounds.max``, ``seed``, ``fl.local_epochs`` when not 5, ``model``
-              when not LeNet-300-100: compute scales with its FLOPs, ``fl.compression``
-              when set: it sets the upload's bytes) + the
+              when not LeNet-300-100: compute scales with its FLOPs, the method's
+              compression (`learn_methods.effective_fl`) when set: it sets the
+              upload's bytes) + the
               payload and work fraction (from the mask) + the samples per client
               (`system_key`)
-train         data key, ``fl``, the method key, the participation (``"all"``
+train         data key, the method's effective ``fl`` (``fl`` itself for a
+              method without compression/server/proximal_mu of its own), the
+              method key (+ a plugin's ``version``), the participation (``"all"``
               or a hash of who was aggregated in each round), the device type
               (+ the device a continued run began on) (`train_key`)
 ============  ================================================================
@@ -92,7 +95,7 @@ def needed_iterations(scenario: Scenario, method: MethodConfig) -> int:
         InputError: the method needs more levels than ``pretrain.iterations``.
     """
     try:
-        return learn_methods.required_iterations(method, scenario.pretrain)
+        return learn_methods.required_iterations(method, scenario.pretrain, scenario.model.autoencoder)
     except ValueError as exc:
         raise method_error(scenario, method, exc) from None
 
@@ -102,13 +105,16 @@ def method_key(scenario: Scenario, method: MethodConfig) -> dict[str, Any]:
     entry = learn_methods.get(method.kind)
     key: dict[str, Any] = {"kind": method.kind, "model": config.section_key(scenario.model),
                            "seed": scenario.seed}
+    if entry.version is not None:  # a plugin's version: its code is not hashed
+        key["version"] = entry.version
     if entry.pruned or entry.iterations:
         key["pretrain"] = pretrain_key(scenario)
     if entry.pruned:
         if scenario.pretrain.scope == "layerwise":
             key["level"] = needed_iterations(scenario, method)
-        else:
-            key["method"] = config.section_key(method)
+        else:  # the start only: the training settings are in the train key's fl
+            section = config.section_key(method)
+            key["method"] = {k: v for k, v in section.items() if k not in learn_methods.TRAINING_FIELDS}
     return key
 
 
@@ -216,11 +222,13 @@ def device_trace_sha256(scenario: Scenario, base_dir: Path | None) -> str | None
     return store.sha256_file(path) if path.exists() else str(path)
 
 
-def system_facts(scenario: Scenario, base_dir: Path | None) -> dict[str, Any]:
+def system_facts(scenario: Scenario, base_dir: Path | None,
+                 method: MethodConfig | None = None) -> dict[str, Any]:
     """The config-level part of the system key: everything the simulation reads
     but the mask (payload, work) and the samples per client. Shared by
     `system_key`, `system_group` and `participation_facts`, so that a field
-    added here reaches all three."""
+    added here reaches all three. ``method``: whose compression
+    (`learn_methods.effective_fl`) weighs the upload (None: ``fl.compression``)."""
     facts: dict[str, Any] = {
         "stage": "system",
         "model": SYSTEM_MODEL_VERSION,
@@ -249,19 +257,22 @@ def system_facts(scenario: Scenario, base_dir: Path | None) -> dict[str, Any]:
     # compute_scale`), a function of the model section; LeNet-300-100 (scale 1) is left out
     if not scenario.model.is_reference:
         facts["compute_model"] = config.section_key(scenario.model)
-    # a compressed upload (fl.compression) weighs what the transform sends; absent
-    # without one, so keys of uncompressed scenarios stay
-    if scenario.fl.compression is not None:
-        facts["compression"] = config.section_key(scenario.fl.compression)
+    # a compressed upload (the method's, else fl.compression) weighs what the transform
+    # sends; absent without one, so keys of uncompressed scenarios stay
+    fl = scenario.fl if method is None else learn_methods.effective_fl(scenario.fl, method)
+    if fl.compression is not None:
+        facts["compression"] = config.section_key(fl.compression)
+    if fl.hooks is not None:  # a plugin's upload_bits/download_bits: keyed by its kind and version
+        facts["hooks"] = {"kind": fl.hooks, "version": learn_methods.get(fl.hooks).version}
     return facts
 
 
 def system_key(scenario: Scenario, payload: system_payload.Payload, work_fraction: float,
-               client_samples: np.ndarray, base_dir: Path | None) -> str:
-    """The system stage's cache key: `system_facts`, the payload, the work
-    fraction and the samples per client."""
+               client_samples: np.ndarray, base_dir: Path | None, method: MethodConfig | None = None) -> str:
+    """The system stage's cache key: `system_facts` (with ``method``'s
+    compression), the payload, the work fraction and the samples per client."""
     return store.stable_hash({
-        **system_facts(scenario, base_dir),
+        **system_facts(scenario, base_dir, method),
         "payload": payload.__dict__,
         "work_fraction": repr(float(work_fraction)),
         "client_samples": store.stable_hash(client_samples.tolist()),
@@ -272,10 +283,14 @@ def system_group(scenario: Scenario, label: str, base_dir: Path) -> str:
     """The config-level key of method ``label``'s system simulation: equal
     groups give the same `system_key` (the mask counts, with the system
     section, fix the payload and work; the data key fixes the samples)."""
-    return store.stable_hash({
-        **system_facts(scenario, base_dir), "stage": "system-group",
+    group = {
+        **system_facts(scenario, base_dir, scenario.methods[label]), "stage": "system-group",
         "counts": counts_key(scenario, label), "client_samples": data_key(scenario),
-    })
+    }
+    asynchronous = scenario.methods[label].asynchronous
+    if asynchronous is not None:  # a FedBuff schedule (`fedsim.pipeline.asynchronous`); sync keys unchanged
+        group["asynchronous"] = config.section_key(asynchronous)
+    return store.stable_hash(group)
 
 
 # --------------------------------------------------------------------------- training
@@ -290,9 +305,11 @@ def participation_key(participation: list[np.ndarray] | None) -> str:
 
 
 def train_facts(scenario: Scenario, method: MethodConfig, device: torch.device) -> dict[str, Any]:
-    """Every part of the training key but the participation: data, ``fl``,
-    the method's start and the device type."""
-    return {"stage": "train", **data_key(scenario), "fl": config.section_key(scenario.fl),
+    """Every part of the training key but the participation: data, the ``fl``
+    the method trains with (`learn_methods.effective_fl`: equal to ``fl`` for
+    a method without settings of its own), the method's start and the device type."""
+    fl = learn_methods.effective_fl(scenario.fl, method)
+    return {"stage": "train", **data_key(scenario), "fl": config.section_key(fl),
             "start": method_key(scenario, method), "device": device.type}
 
 
@@ -322,14 +339,15 @@ def everyone_every_round(scenario: Scenario) -> bool:
             and isinstance(availability, Constant) and availability.value >= 1.0)
 
 
-def participation_facts(scenario: Scenario, base_dir: Path | None) -> dict[str, Any]:
+def participation_facts(scenario: Scenario, base_dir: Path | None,
+                        method: MethodConfig | None = None) -> dict[str, Any]:
     """The config that decides who is aggregated in each round, beside the
     data (samples, seed) and the method's start (payload, work) that
     `train_facts` holds: all of `system_facts` when timing decides (a deadline
     or over-commit), else the round policy, availability, trace and rounds."""
     system = scenario.system
     if system.timing_decides_participation():
-        return {"system": system_facts(scenario, base_dir)}
+        return {"system": system_facts(scenario, base_dir, method)}
     return {"rounds": config.section_key(system.rounds),
             "availability": config.to_plain(system.clients.availability),
             "trace": trace_sha256(scenario, base_dir), "rounds_max": scenario.rounds.max}
@@ -348,7 +366,11 @@ def train_group(scenario: Scenario, label: str, base_dir: Path) -> str:
     """
     method = scenario.methods[label]
     device = torch.device(device_type(scenario))
+    if method.asynchronous is not None:  # the replayed plan comes from the whole FedBuff schedule
+        return store.stable_hash({**train_facts(scenario, method, device), "stage": "train-group-async",
+                                  "asynchronous": config.section_key(method.asynchronous),
+                                  "system": system_facts(scenario, base_dir, method)})
     if everyone_every_round(scenario):
         return train_key(scenario, method, None, device)
     return store.stable_hash({**train_facts(scenario, method, device), "stage": "train-group",
-                              "participation": participation_facts(scenario, base_dir)})
+                              "participation": participation_facts(scenario, base_dir, method)})

@@ -23,6 +23,7 @@ import torch
 
 from fedsim import __version__, config, store
 from fedsim.learn.model import device_name
+from fedsim.pipeline.asynchronous import async_summaries
 from fedsim.pipeline.keys import device_type
 from fedsim.pipeline.run import ScenarioResult
 from fedsim.report.inputs import ScenarioReportInput
@@ -74,6 +75,10 @@ def provenance(result: ScenarioResult, command: Sequence[str] | None) -> dict[st
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "stage_seconds": {k: round(v, 2) for k, v in result.stage_seconds.items()},
         "cache_keys": result.cache_keys,
+        # workers x threads of this run, and the torch threads that trained each trace
+        "schedule": result.schedule,
+        "training_torch_threads": {label: r.trace.meta.get("torch_threads", "unrecorded")
+                                   for label, r in result.methods.items()},
     }
 
 
@@ -165,7 +170,8 @@ def write_outputs(result: ScenarioResult, out_dir: Path, command: Sequence[str] 
     start = time.perf_counter()
     written.update({name: out_dir / name for name in write_report(
         out_dir, result.rounds, result.metrics, result.timeline, meta,
-        formats=scenario.report.formats, gantt_rounds=scenario.report.gantt_rounds)})
+        formats=scenario.report.formats, gantt_rounds=scenario.report.gantt_rounds,
+        asynchronous=async_summaries(result))})
     prov["stage_seconds"]["report"] = round(time.perf_counter() - start, 2)
     store.write_text(out_dir / OUTPUTS["provenance"], json.dumps(prov, indent=2, sort_keys=True))
     written[OUTPUTS["provenance"]] = out_dir / OUTPUTS["provenance"]

@@ -7,8 +7,9 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,7 @@ from fedsim.learn.masks import Mask
 from fedsim.learn.spec import MethodConfig
 from fedsim.learn.trace import TrainingTrace
 from fedsim.learn.zoo import ModelSpec
+from fedsim.pipeline.asynchronous import async_system_stage, async_train_entry, step_plan
 from fedsim.pipeline.data import DataCache, prepare_data
 from fedsim.pipeline.keys import device_type, method_error, needed_iterations, pretrain_key
 from fedsim.pipeline.policy import RunPolicy
@@ -28,6 +30,7 @@ from fedsim.pipeline.stages import pretrain_stage, system_stage
 from fedsim.pipeline.training import train_entry, train_stage
 from fedsim.progress import Progress
 from fedsim.system import payload as system_payload
+from fedsim.system.asynchronous import AsyncSchedule
 from fedsim.system.sim import SystemResult
 
 log = logging.getLogger(__name__)
@@ -35,7 +38,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class MethodResult:
-    """One method's stages: its start, system simulation and training trace."""
+    """One method's stages: its start, system simulation and training trace
+    (``schedule``: an asynchronous method's FedBuff schedule, of which
+    ``system`` is the conversion to rounds = server steps; None otherwise)."""
 
     label: str
     method: MethodConfig
@@ -44,6 +49,7 @@ class MethodResult:
     trace: TrainingTrace
     payload: system_payload.Payload
     work_fraction: float
+    schedule: AsyncSchedule | None = None
 
 
 @dataclass
@@ -58,6 +64,8 @@ class ScenarioResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     cache_keys: dict[str, str] = field(default_factory=dict)
     out_dir: Path | None = None
+    #: how the stages shared the machine (`fedsim.pipeline.parallel`), for provenance.json
+    schedule: dict[str, Any] = field(default_factory=dict)
 
 
 class Timer:
@@ -80,22 +88,25 @@ def all_clients(participation: list[np.ndarray], n_clients: int) -> bool:
     return all(len(p) == n_clients for p in participation)
 
 
-def resolve_model(scenario: Scenario) -> ModelSpec | None:
+def resolve_model(scenario: Scenario, base_dir: Path | None = None) -> ModelSpec | None:
     """The scenario's classifier (`fedsim.learn.zoo.resolve`: imports and checks
-    a factory), or None for LeNet-300-100, which the hand-written kernel
-    trains from the pre-training ticket's θ0.
+    a factory, from ``base_dir``, the scenario's folder, first), or None for
+    LeNet-300-100, which the hand-written kernel trains from the pre-training
+    ticket's θ0.
 
     Raises:
         InputError: a factory that cannot be imported or built, or whose model
-            does not fit the data (naming ``model.factory`` and the module).
+            does not fit the data (naming ``model.factory`` and the module; the
+            data too when the model cannot take its samples).
     """
     if scenario.model.is_reference:
         return None
-    from fedsim.data.resolve import data_shape
+    from fedsim.data.resolve import data_sample
     from fedsim.learn.zoo import resolve
 
-    sample_size, num_classes = data_shape(scenario.data)  # a user npz's (resolved first)
-    return resolve(scenario.model, scenario.seed, num_classes=num_classes, sample_size=sample_size)
+    sample_shape, num_classes, data = data_sample(scenario.data)  # a user npz's (resolved first)
+    return resolve(scenario.model, scenario.seed, num_classes=num_classes, sample_shape=sample_shape,
+                   data=data, base_dir=base_dir)
 
 
 def model_start(model: ModelSpec) -> learn_methods.Start:
@@ -145,7 +156,8 @@ def source_device(scenario: Scenario, policy: RunPolicy) -> torch.device | None:
 def compute(scenario: Scenario, *, base_dir: Path | None = None, force: bool = False,
             progress: bool = False, timer: Timer | None = None,
             cached_only: bool = False, continue_from: str | None = None,
-            policy: RunPolicy | None = None, data_cache: DataCache | None = None) -> ScenarioResult:
+            policy: RunPolicy | None = None, data_cache: DataCache | None = None,
+            workers: int | None = None, bar: Progress | None = None) -> ScenarioResult:
     """Run (or fetch from the cache) every stage of ``scenario``; no report.
 
     ``policy`` says how the cache is treated (`RunPolicy`); the keyword flags
@@ -156,6 +168,11 @@ def compute(scenario: Scenario, *, base_dir: Path | None = None, force: bool = F
     run on that device on this scenario's device (see `train_entry`). Give it
     again to report such a run (with ``cached_only``). ``data_cache``: where
     the data is memoised (default: the process's `SHARED_DATA`).
+    ``workers``: worker processes (default: the scenario's
+    ``parallel.workers``); with more than one, the pre-training and the
+    methods run as a dependency graph on them first (`fedsim.pipeline.parallel`)
+    and the stages below then read the cache. ``bar``: a progress display to
+    report to instead of a new one (a parallel worker's).
 
     Raises:
         ValueError: ``force`` with ``cached_only``; both a policy and flags.
@@ -169,7 +186,10 @@ def compute(scenario: Scenario, *, base_dir: Path | None = None, force: bool = F
     scenario = resolve_data_files(scenario, base_dir)
     device = torch.device(device_type(scenario))
     continued = source_device(scenario, policy)
-    model = resolve_model(scenario)  # a bad factory stops here, before any stage
+    model = resolve_model(scenario, base_dir)  # a bad factory stops here, before any stage
+    from fedsim.learn.plugins import MethodHookError, check_methods
+
+    check_methods(scenario, base_dir)  # and a method plugin that cannot be imported
     from fedsim.system.availability import check_sessions
 
     check_sessions(scenario.system.clients.sessions, scenario.data.partition.num_clients, base_dir)
@@ -186,38 +206,71 @@ def compute(scenario: Scenario, *, base_dir: Path | None = None, force: bool = F
              data.client_samples.max(), len(data.unlabeled), len(data.test_y))
 
     iterations = max(needed_iterations(scenario, m) for m in scenario.methods.values())
+    from fedsim.pipeline.parallel import run_parallel
+    from fedsim.pipeline.threads import torch_threads
+
+    with timer.stage("parallel"):  # ~0 s on the sequential schedule
+        parallel = run_parallel(scenario, base_dir, policy, reference_model=model is None or iterations > 0,
+                                workers=workers, work=run_work(scenario, iterations),
+                                level0=lambda: pretrain_stage(scenario, data, 0, device, policy=policy, model=model))
+    if parallel["workers"] > 1:  # every stage is cached now; below reads it
+        policy = replace(policy, progress=False)
+    else:
+        timer.seconds.pop("parallel", None)
     # one line over the whole run: every pre-training epoch and every method's rounds
-    with Progress("scenario", run_work(scenario, iterations), enabled=policy.progress) as bar:
+    with (bar or Progress("scenario", run_work(scenario, iterations), enabled=policy.progress)) as bar, \
+            torch_threads(parallel.get("threads") if parallel["workers"] == 1 else None):
         with timer.stage("pretrain"):
-            # models other than LeNet-300-100 have no DAE, hence only dense methods (validated)
-            ticket = (pretrain_stage(scenario, data, iterations, device, policy=policy, bar=bar)
-                      if model is None else None)
+            # LeNet-300-100 always starts from the ticket's θ0; lenet-5 (conv DAE) only when a
+            # method pre-trains or prunes; other models have no DAE: dense methods only (validated)
+            ticket = (pretrain_stage(scenario, data, iterations, device, policy=policy, bar=bar, model=model)
+                      if model is None or iterations > 0 else None)
 
         results: dict[str, MethodResult] = {}
         keys: dict[str, str] = {"pretrain": pretrain_key(scenario)}
         for label, method in scenario.methods.items():
             try:
-                start = (learn_methods.build(method, ticket, seed=scenario.seed) if model is None
-                         else model_start(model))
+                plugin = learn_methods.is_plugin(method.kind)
+                if model is not None and (ticket is None or plugin):  # a plugin there gets the model's Start
+                    own = model_start(model)
+                    start = learn_methods.build(method, own, seed=scenario.seed) if plugin else own
+                else:  # from the ticket: LeNet-300-100, and lenet-5 when a method pre-trains
+                    start = learn_methods.build(method, ticket, seed=scenario.seed)
             except ValueError as exc:
                 raise method_error(scenario, method, exc) from None
+            except MethodHookError as exc:  # exit 1: a plugin's bug, the cached stages kept
+                raise MethodHookError(f"methods.{label}: {exc}") from exc.__cause__
+            compute_scale = 1.0 if model is None else model.compute_scale
+            plan, fedbuff = None, None
             with timer.stage("system"):
-                system, payload, work = system_stage(
-                    scenario, start.mask, data.client_samples, base_dir, policy=policy,
-                    compute_scale=1.0 if model is None else model.compute_scale)
+                if method.asynchronous is not None:  # FedBuff: the schedule, its rounds = server steps
+                    fedbuff, system, payload, work = async_system_stage(
+                        scenario, start.mask, data.client_samples, base_dir, method, policy=policy,
+                        compute_scale=compute_scale)
+                    plan = step_plan(fedbuff)
+                else:
+                    system, payload, work = system_stage(
+                        scenario, start.mask, data.client_samples, base_dir, policy=policy,
+                        compute_scale=compute_scale, method=method)
             participation = (None if all_clients(system.participation, data.clients.num_clients)
                              else system.participation)
-            entry, source = train_entry(scenario, method, participation, device, continued)
+            if plan is not None:
+                entry, source = async_train_entry(scenario, method, plan, device), None
+            else:
+                entry, source = train_entry(scenario, method, participation, device, continued)
             keys[f"train/{label}"] = entry.key
             with timer.stage("train"):
-                trace = train_stage(scenario, label, start.params, start.mask, data, participation,
-                                    device, entry, source, policy=policy, bar=bar, model=model)
+                try:
+                    trace = train_stage(scenario, label, start.params, start.mask, data, participation,
+                                        device, entry, source, policy=policy, bar=bar, model=model, plan=plan)
+                except MethodHookError as exc:  # a plugin's transform/aggregate: exit 1, checkpoints kept
+                    raise MethodHookError(f"methods.{label}: {exc}") from exc.__cause__
             last = trace.rounds.iloc[-1] if trace.num_rounds else None
             log.info("%s: P_R %.4f, %d rounds, final accuracy %s, %.1f MB per round", label,
                      start.mask.remaining_rate, trace.num_rounds,
                      "n/a" if last is None else f"{last['accuracy']:.4f}",
                      float(system.rounds["round_bytes"].iloc[0]) / 1e6)
-            results[label] = MethodResult(label, method, start.mask, system, trace, payload, work)
+            results[label] = MethodResult(label, method, start.mask, system, trace, payload, work, fedbuff)
 
     with timer.stage("metrics"):
         rounds, table, timeline = join(scenario, results)
@@ -228,7 +281,8 @@ def compute(scenario: Scenario, *, base_dir: Path | None = None, force: bool = F
         log.warning("%s No update reached the server in those rounds (no client available, or "
                     "every selected one dropped out or missed the deadline); the model did not "
                     "change in them.", empty_rounds_text(empty, rounds))
-    return ScenarioResult(scenario, rounds, table, timeline, results, timer.seconds, keys)
+    return ScenarioResult(scenario, rounds, table, timeline, results, timer.seconds, keys,
+                          schedule=parallel)
 
 
 def join(scenario: Scenario, results: dict[str, MethodResult]

@@ -19,8 +19,9 @@ import torch
 from fedsim import cost, store
 from fedsim.config import Scenario
 from fedsim.learn.masks import Mask
-from fedsim.learn.model import init_dae, resolve_device
-from fedsim.learn.pretrain import Ticket, pretrain
+from fedsim.learn.model import resolve_device
+from fedsim.learn.pretrain import Ticket, initial_dae, pretrain
+from fedsim.learn.spec import MethodConfig
 from fedsim.pipeline.data import Data
 from fedsim.pipeline.keys import pretrain_key, system_key
 from fedsim.pipeline.policy import DEFAULT_POLICY, RunPolicy
@@ -100,12 +101,17 @@ def save_ticket(entry: store.CacheEntry, ticket: Ticket) -> None:
 
 
 def pretrain_stage(scenario: Scenario, data: Data, iterations: int, device: torch.device, *,
-                   policy: RunPolicy = DEFAULT_POLICY, bar: Progress | None = None) -> Ticket:
+                   policy: RunPolicy = DEFAULT_POLICY, bar: Progress | None = None,
+                   model: Any = None) -> Ticket:
     """The ticket with at least ``iterations`` levels, from the cache when it
     holds one; a shorter cached ticket is extended, not recomputed. Every
     finished iteration is saved, so an interrupted pre-training resumes.
     ``bar``: the run's progress, told of every epoch (``pretrain`` units of
-    `cost.pretrain_epoch_s`; cached levels are skipped).
+    `cost.pretrain_epoch_s`; cached levels are skipped). ``model``: the
+    resolved classifier (`fedsim.learn.zoo.ModelSpec`) of a model with a
+    convolutional DAE (lenet-5), whose θ0 gives the DAE's encoder and the
+    head (`fedsim.learn.pretrain.initial_dae`); None for LeNet-300-100, or
+    resolved here (`fedsim.pipeline.run.resolve_model`) for lenet-5.
 
     Raises:
         InputError: ``policy.cached_only`` and the cache lacks the levels; or
@@ -125,14 +131,20 @@ def pretrain_stage(scenario: Scenario, data: Data, iterations: int, device: torc
         raise not_cached(f"pre-training to IMP level {iterations}"
                          + (f" (the cache holds {start.iterations} levels)" if start else ""))
     device = compute_device(device, f"pre-training to IMP level {iterations}")
-    theta0 = init_dae(scenario.model.init, scenario.seed)
+    arch = scenario.model.autoencoder or "lenet-300-100"
+    if model is None and arch != "lenet-300-100":
+        from fedsim.pipeline.run import resolve_model  # run imports this module
+
+        model = resolve_model(scenario)
+    theta0, head = initial_dae(arch, scenario.seed, init=scenario.model.init,
+                               classifier_theta0=None if model is None else model.initial_params())
 
     def save(ticket: Ticket) -> None:
         save_ticket(entry, ticket)
 
     if iterations == 0:
         ticket = pretrain(theta0, data.unlabeled, scenario.pretrain, seed=scenario.seed,
-                          iterations=0, device=device)
+                          iterations=0, device=device, arch=arch, head=head)
     else:
         log.info("pre-training: %d IMP iterations x %d epochs on %d unlabeled images%s",
                  iterations, epochs, len(data.unlabeled),
@@ -149,7 +161,7 @@ def pretrain_stage(scenario: Scenario, data: Data, iterations: int, device: torc
                      f"pre-training IMP level {done + 1}/{iterations}, epoch 0/{epochs}")
         ticket = pretrain(theta0, data.unlabeled, scenario.pretrain, seed=scenario.seed,
                           iterations=iterations, start=start, device=device,
-                          on_iteration=save, on_epoch=on_epoch)
+                          on_iteration=save, on_epoch=on_epoch, arch=arch, head=head)
     save(ticket)
     return ticket
 
@@ -166,19 +178,63 @@ def method_counts(mask: Mask) -> tuple[list[int], list[int], int]:
     return weights, surviving, biases
 
 
-def payload_and_work(scenario: Scenario, mask: Mask) -> tuple[system_payload.Payload, float]:
+def payload_and_work(scenario: Scenario, mask: Mask, method: MethodConfig | None = None
+                     ) -> tuple[system_payload.Payload, float]:
     """The bytes of a round's messages and the work fraction (compute relative
-    to the dense model) of a method with ``mask``."""
+    to the dense model) of a method with ``mask``; a compressed upload weighs
+    what ``method``'s compression sends (`fedsim.learn.methods.effective_fl`,
+    as its training; None: ``fl.compression``), or what a plugin's
+    ``upload_bits`` / ``download_bits`` hook says (`encoding_bits`).
+
+    Raises:
+        MethodHookError: a plugin's encoding hook failed."""
+    from fedsim.learn.methods import effective_fl
+
     weights, surviving, biases = method_counts(mask)
+    fl = scenario.fl if method is None else effective_fl(scenario.fl, method)
+    bits = {} if fl.hooks is None else encoding_bits(fl.hooks, sum(surviving) + biases)
     payload = system_payload.payload_bytes(weights, surviving, biases, scenario.system.payload,
-                                           scenario.fl.compression)  # a compressed upload's bits
+                                           fl.compression, **bits)  # a compressed upload's bits
+    if scenario.system.compute.work == "flops":  # a conv weight acts at every output position
+        from fedsim.learn.counts import weight_reuse
+
+        reuse = weight_reuse(scenario.model.autoencoder, len(weights))  # all 1 but for lenet-5
+        weights = [w * r for w, r in zip(weights, reuse, strict=True)]
+        surviving = [s * r for s, r in zip(surviving, reuse, strict=True)]
+        biases = sum(c.biases * r for c, r in zip(mask.layer_counts(), reuse, strict=True))
     work = system_payload.work_fraction(scenario.system.compute, weights, surviving, biases)
     return payload, work
 
 
+def encoding_bits(kind: str, sent_params: int) -> dict[str, int]:
+    """The ``upload_bits`` / ``download_bits`` of plugin ``kind``'s encoding
+    hooks for ``sent_params`` values (those it defines).
+
+    Raises:
+        MethodHookError: a hook raised or returned no integer >= 0 (names the
+            method and module)."""
+    from fedsim.learn.methods import get
+    from fedsim.learn.plugins import MethodHookError
+
+    entry, out = get(kind), {}
+    for name in ("upload_bits", "download_bits"):
+        hook = getattr(entry, name)
+        if hook is None:
+            continue
+        what = f"method {kind!r} (module {entry.module!r}): {name} hook"
+        try:
+            bits = hook(int(sent_params))
+        except Exception as exc:  # a plugin runs arbitrary code; KeyboardInterrupt passes
+            raise MethodHookError(f"{what} raised {type(exc).__name__}: {exc}") from exc
+        if isinstance(bits, bool) or not isinstance(bits, int | np.integer) or bits < 0:
+            raise MethodHookError(f"{what} returned {bits!r}, not an integer >= 0 of bits")
+        out[name] = int(bits)
+    return out
+
+
 def system_stage(scenario: Scenario, mask: Mask, client_samples: np.ndarray,
                  base_dir: Path | None, *, policy: RunPolicy = DEFAULT_POLICY,
-                 compute_scale: float = 1.0,
+                 compute_scale: float = 1.0, method: MethodConfig | None = None,
                  ) -> tuple[SystemResult, system_payload.Payload, float]:
     """Simulate the rounds of one method (its payload and work fraction), or
     read the simulation from the cache; (result, payload, work fraction).
@@ -186,9 +242,10 @@ def system_stage(scenario: Scenario, mask: Mask, client_samples: np.ndarray,
     LeNet-300-100's, the workload ``t_comp_full`` is given for
     (`fedsim.learn.zoo.ModelSpec.compute_scale`; 1 for LeNet-300-100); it
     multiplies the simulated compute times (the key holds the model section
-    instead: `fedsim.pipeline.keys.system_facts`)."""
-    payload, work = payload_and_work(scenario, mask)
-    entry = store.CacheEntry("system", system_key(scenario, payload, work, client_samples, base_dir))
+    instead: `fedsim.pipeline.keys.system_facts`). ``method``: whose
+    compression weighs the upload (`payload_and_work`)."""
+    payload, work = payload_and_work(scenario, mask, method)
+    entry = store.CacheEntry("system", system_key(scenario, payload, work, client_samples, base_dir, method))
     if not policy.force and entry.valid():
         cached = read_entry(entry, "system", lambda: load_result(entry.path))
         if cached is not None:

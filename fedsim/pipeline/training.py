@@ -27,9 +27,12 @@ import torch
 
 from fedsim import config, cost, store
 from fedsim.config import Scenario
+from fedsim.learn.asynchronous import STATE_PREFIX as ASYNC_STATE_PREFIX
 from fedsim.learn.federated import train
 from fedsim.learn.masks import Mask
+from fedsim.learn.methods import effective_fl
 from fedsim.learn.model import device_name
+from fedsim.learn.plugins import MethodHookError
 from fedsim.learn.spec import MethodConfig
 from fedsim.learn.trace import RoundRecord, TrainingTrace, TrainState
 from fedsim.pipeline.data import Data
@@ -79,6 +82,10 @@ def load_checkpoint(entry: store.CacheEntry) -> Checkpoint | None:
         with np.load(entry.path / params_name) as arrays:
             params = Params.from_numpy(arrays)
             method_state = MethodState.from_numpy(arrays)  # compression, server optimiser
+            if any(name.startswith(ASYNC_STATE_PREFIX) for name in arrays.files):
+                from fedsim.learn.asynchronous import AsyncState  # the versions in flight
+
+                method_state = AsyncState.from_numpy(trace.num_rounds, dict(arrays))
         return trace, TrainState(trace.num_rounds, params, method_state)
 
     return read_entry(entry, "training", read)
@@ -210,7 +217,7 @@ def train_stage(scenario: Scenario, label: str, start_params: Any, mask: Mask, d
                 participation: list[np.ndarray] | None, device: torch.device,
                 entry: store.CacheEntry, source: store.CacheEntry | None = None, *,
                 policy: RunPolicy = DEFAULT_POLICY, bar: Progress | None = None,
-                model: Any = None) -> TrainingTrace:
+                model: Any = None, plan: list[list[Any]] | None = None) -> TrainingTrace:
     """FedAvg for ``rounds.max`` rounds (or until every target is reached when
     ``rounds.stop_when_reached``) on ``device``, resuming from the checkpoint
     in ``entry`` or, where it has none, continuing the run in ``source`` (on
@@ -220,6 +227,8 @@ def train_stage(scenario: Scenario, label: str, start_params: Any, mask: Mask, d
     `cost.round_s`); cached rounds, and rounds not run because the targets
     were reached, are skipped. ``model``: the classifier
     (`fedsim.learn.zoo.ModelSpec`; None: LeNet-300-100, the hand-written kernel).
+    ``plan``: an asynchronous method's step plan (`fedsim.pipeline.asynchronous`):
+    its server steps are trained as rounds by `fedsim.learn.asynchronous.train_async`.
 
     Raises:
         InputError: ``policy.cached_only`` and no round is cached; or the
@@ -248,7 +257,8 @@ def train_stage(scenario: Scenario, label: str, start_params: Any, mask: Mask, d
         log.info("%s: resuming after round %d of %d", label, done, wanted)
     device = compute_device(device, f"training of {label} (rounds {done + 1}..{wanted})")
     meta = {"label": label, "method": config.section_key(scenario.methods[label]),
-            "device": str(device), "device_name": device_name(device)}
+            "device": str(device), "device_name": device_name(device),
+            "torch_threads": torch.get_num_threads()}  # threads change float rounding (docs/performance.md)
     saver = Checkpointer(entry, trace, meta, scenario.rounds.checkpoint_every, wanted)
 
     def on_round(round_num: int, params: Any, record: RoundRecord) -> None:
@@ -262,14 +272,45 @@ def train_stage(scenario: Scenario, label: str, start_params: Any, mask: Mask, d
     if bar is not None:  # the rounds before ``done`` are cached; the clock of computed work starts now
         bar.skip("train", done * round_s, f"training {label} round {done}/{wanted}")
     try:
-        new = train(start_params, mask, data.clients, (data.test_x, data.test_y), scenario.fl,
-                    seed=scenario.seed, rounds=wanted, participation=participation, device=device,
-                    start=state, on_round=on_round, stop=stop, model=model, on_state=saver.on_state)
+        fl = effective_fl(scenario.fl, scenario.methods[label])  # the method's compression, server, mu
+        if plan is not None:
+            new = _train_async(scenario, label, start_params, mask, data, fl, plan, device, state,
+                               saver, on_round, stop, model)
+        else:
+            new = train(start_params, mask, data.clients, (data.test_x, data.test_y), fl,
+                        seed=scenario.seed, rounds=wanted, participation=participation, device=device,
+                        start=state, on_round=on_round, stop=stop, model=model, on_state=saver.on_state)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (cli.main): keep every finished round
         if saver.interrupted():
             log.warning("%s: interrupted; checkpoint written at round %d", label, saver.saved_round)
+        raise
+    except MethodHookError:  # a plugin's hook failed mid-run: keep every finished round too
+        saver.interrupted()
         raise
     saver.finish()
     if bar is not None:  # stopped early (targets reached): the rest is not needed
         bar.skip("train", (wanted - (saver.records[-1].round_num if saver.records else done)) * round_s)
     return new if trace is None else trace.concat(new)
+
+
+def _train_async(scenario: Scenario, label: str, start_params: Any, mask: Mask, data: Data, fl: Any,
+                 plan: list[list[Any]], device: torch.device, state: TrainState | None,
+                 saver: Checkpointer, on_round: Any, stop: Any, model: Any) -> TrainingTrace:
+    """`train_stage`'s asynchronous case: replay ``plan`` (up to ``rounds.max``
+    steps) from ``state`` (its `AsyncState`: the versions in flight)."""
+    from fedsim.learn.asynchronous import AsyncState, train_async
+
+    start = None
+    if state is not None:
+        if not isinstance(state.method_state, AsyncState):
+            raise ValueError(f"{label}: the checkpoint after step {state.round_num} holds no asynchronous state")
+        start = state.method_state
+
+    def on_step(step: int, async_state: AsyncState, record: RoundRecord) -> None:
+        saver.on_state(step, async_state)
+        on_round(step, async_state.params, record)
+
+    return train_async(start_params, mask, data.clients, (data.test_x, data.test_y), fl,
+                       plan[: scenario.rounds.max], seed=scenario.seed,
+                       server_lr=scenario.methods[label].asynchronous.server_lr, device=device,
+                       start=start, on_step=on_step, stop=stop, model=model)

@@ -115,6 +115,9 @@ def replay(run_path: str | Path, scenario: Scenario, *, label: str | None = None
         run = read_run(run_path, scenario.data.partition.num_clients, method=label)
     label = label or run.method or run_path.stem
     scenario = replay_scenario(scenario, label, run.num_rounds)
+    from fedsim.learn.plugins import check_methods
+
+    check_methods(scenario, base_dir)  # a method plugin: imported from the scenario's folder, checked
     method = scenario.methods[label]
     device = torch.device(device_type(scenario))
     with timer.stage("data"):
@@ -128,9 +131,9 @@ def replay(run_path: str | Path, scenario: Scenario, *, label: str | None = None
     samples = data.client_samples
     with timer.stage("system"):
         if run.participants is None and run.down_bytes is None:
-            system, payload, work = system_stage(scenario, start.mask, samples, base_dir)
+            system, payload, work = system_stage(scenario, start.mask, samples, base_dir, method=method)
         else:
-            payload, work = payload_and_work(scenario, start.mask)
+            payload, work = payload_and_work(scenario, start.mask, method)
             if run.down_bytes is not None and run.up_bytes is not None:
                 payload = RoundPayload.from_rounds(run.down_bytes, run.up_bytes, payload)
             common = {"client_samples": samples, "payload": payload, "work_fraction": work,

@@ -64,6 +64,12 @@ class TaskOutcome:
     threads: int | None = None
     error: str | None = None
     traceback: str | None = None
+    #: the task stopped on Ctrl-C / SIGTERM (after checkpointing), not on an error
+    interrupted: bool = False
+    #: the error was bad input (`InputError`: exit status 2 where it ends a run)
+    input_error: bool = False
+    #: peak resident memory of the worker process so far (MiB), where measured
+    peak_rss_mb: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -72,6 +78,8 @@ class TaskOutcome:
 
 #: Builds the picklable `Task` of a planned task, with its torch threads.
 MakeTask = Callable[[TaskPlan, int | None], Task]
+#: What a worker runs on a task built by `MakeTask` (default `run_task`).
+RunTask = Callable[[Any], TaskOutcome]
 
 
 def _worker_name() -> str:
@@ -90,7 +98,9 @@ def run_task(task: Task) -> TaskOutcome:
     try:
         if task.before_task is not None:
             task.before_task(task.task_id)
-        result = pipeline.compute(task.scenario, base_dir=Path(task.base_dir), cached_only=task.cached_only)
+        # workers=1: a study's task is one worker already (its threads set above)
+        result = pipeline.compute(task.scenario, base_dir=Path(task.base_dir), cached_only=task.cached_only,
+                                  workers=1)
     except Exception as exc:  # reported per task; the study goes on
         return TaskOutcome(task.task_id, None, time.perf_counter() - start, _worker_name(),
                            threads=task.threads, error=f"{type(exc).__name__}: {exc}",
@@ -133,13 +143,31 @@ class LocalPool:
     """A pool of spawned worker processes. When a worker dies the pool breaks
     and fails every running task; unless one task ran alone, those tasks run
     again one at a time (a fresh pool after each death), so only the task that
-    kills its worker is reported failed."""
+    kills its worker is reported failed.
+
+    Args:
+        workers: processes in the pool.
+        make_task: the picklable job of a planned task.
+        run: what a worker runs on that job (default `run_task`; a scenario's
+            stage tasks: `fedsim.pipeline.parallel`). Must be module-level.
+        initializer, initargs: run once in each new worker process (default:
+            quiet logs); ``initargs`` may hold a queue, inherited at spawn.
+        isolate_threads: torch threads of a task run again alone after a
+            worker died (default: every core; a scenario keeps its threads so
+            that the rerun's floats equal the planned ones).
+    """
 
     name = "local"
 
-    def __init__(self, workers: int, make_task: MakeTask) -> None:
+    def __init__(self, workers: int, make_task: MakeTask, *, run: RunTask = run_task,
+                 initializer: Callable[..., None] = _init_worker, initargs: tuple[Any, ...] = (),
+                 isolate_threads: int | None = None) -> None:
         self.workers = workers
         self.make_task = make_task
+        self.run = run
+        self.initializer = initializer
+        self.initargs = initargs
+        self.isolate_threads = isolate_threads
         self.context = multiprocessing.get_context("spawn")
         self.pool = self._new_pool(workers)
         self.futures: dict[cf.Future[TaskOutcome], TaskPlan] = {}
@@ -148,7 +176,12 @@ class LocalPool:
 
     def _new_pool(self, workers: int) -> cf.ProcessPoolExecutor:
         return cf.ProcessPoolExecutor(max_workers=workers, mp_context=self.context,
-                                      initializer=_init_worker)
+                                      initializer=self.initializer, initargs=self.initargs)
+
+    def pids(self) -> list[int]:
+        """The process ids of the pool's live workers (to signal them)."""
+        processes = getattr(self.pool, "_processes", None) or {}
+        return [p.pid for p in processes.values() if p.is_alive() and p.pid is not None]
 
     def slots(self) -> int:
         return 0 if self.isolate else self.workers - len(self.futures)
@@ -158,12 +191,14 @@ class LocalPool:
 
     def submit(self, task: TaskPlan, threads: int) -> None:
         self.threads[task.id] = threads
-        self.futures[self.pool.submit(run_task, self.make_task(task, threads))] = task
+        self.futures[self.pool.submit(self.run, self.make_task(task, threads))] = task
 
-    def wait_any(self) -> list[tuple[TaskPlan, TaskOutcome]]:
+    def wait_any(self, timeout: float | None = None) -> list[tuple[TaskPlan, TaskOutcome]]:
+        """The outcomes of the tasks that ended; with ``timeout`` (seconds)
+        possibly none, so that the caller can do other work meanwhile."""
         if self.isolate:
             return [self._run_alone(*self.isolate.popleft())]
-        done, _ = cf.wait(list(self.futures), return_when=cf.FIRST_COMPLETED)
+        done, _ = cf.wait(list(self.futures), timeout=timeout, return_when=cf.FIRST_COMPLETED)
         results, broken = [], []
         for future in done:
             task = self.futures.pop(future)
@@ -190,7 +225,7 @@ class LocalPool:
                 return [(broken[0], self._died(broken[0], 0.0, None))]
             log.warning("a worker process died; running %d task(s) again one at a time to find "
                         "the one that kills it: %s", len(broken), ", ".join(t.id for t in broken))
-            cpus = os.cpu_count() or 1
+            cpus = self.isolate_threads or os.cpu_count() or 1
             self.isolate.extend((t, cpus) for t in sorted(broken, key=lambda t: t.order))
             if not results:
                 results.append(self._run_alone(*self.isolate.popleft()))
@@ -199,7 +234,7 @@ class LocalPool:
     def _run_alone(self, task: TaskPlan, threads: int) -> tuple[TaskPlan, TaskOutcome]:
         start = time.perf_counter()
         try:
-            return task, self.pool.submit(run_task, self.make_task(task, threads)).result()
+            return task, self.pool.submit(self.run, self.make_task(task, threads)).result()
         except cf.process.BrokenProcessPool:
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.pool = self._new_pool(self.workers)

@@ -139,12 +139,14 @@ class CacheProbe:
             return False, None
         try:
             start = learn_methods.build(method, ticket, seed=scenario.seed)
-        except ValueError:
+        except (ValueError, RuntimeError):  # RuntimeError: a plugin's start hook failed
             return False, None
-        payload, work = payload_and_work(scenario, start.mask)
+        payload, work = payload_and_work(scenario, start.mask, method)
         samples = self._client_samples(scenario)
+        if method.asynchronous is not None:
+            return self._async_system(scenario, method, payload, work, samples)
         entry = store.CacheEntry("system", keys.system_key(scenario, payload, work, samples,
-                                                           self.base_dir))
+                                                           self.base_dir, method))
         if not entry.valid():
             return False, None
         if keys.everyone_every_round(scenario):
@@ -157,6 +159,25 @@ class CacheProbe:
         key = keys.train_key(scenario, method, None if everyone else participation,
                              torch.device(keys.device_type(scenario)))
         return True, key
+
+    def _async_system(self, scenario: Scenario, method: Any, payload: Any, work: float,
+                      samples: np.ndarray) -> tuple[bool, str | None]:
+        """`system` for a FedBuff method (`fedsim.pipeline.asynchronous`): its
+        schedule's entry, and the training key of the step plan it holds."""
+        import torch
+
+        from fedsim.pipeline import asynchronous as fedbuff
+
+        entry = store.CacheEntry("system", fedbuff.async_system_key(scenario, payload, work, samples,
+                                                                    self.base_dir, method))
+        if not entry.valid():
+            return False, None
+        try:
+            plan = fedbuff.step_plan(fedbuff.load_schedule(entry.path, method))
+        except (OSError, ValueError, KeyError):
+            return True, None
+        device = torch.device(keys.device_type(scenario))
+        return True, fedbuff.async_train_entry(scenario, method, plan, device).key
 
 
 def _plan_task(cell: Cell, label: str, probe: CacheProbe,
@@ -182,10 +203,13 @@ def _plan_task(cell: Cell, label: str, probe: CacheProbe,
         exact_key = train[1] if keys.everyone_every_round(scenario) else None
         cached[train] = probe.train_rounds(exact_key, scenario) if exact_key else -1
 
+    step_s = cost.round_s(scenario)
+    if method.asynchronous is not None:  # a FedBuff step trains M updates, not a round's K
+        step_s *= min(1.0, method.asynchronous.buffer_size / scenario.data.partition.num_clients)
     costs = {
         pre: (max(0, iterations - max(cached[pre], 0)) * scenario.pretrain.epochs
               * cost.pretrain_epoch_s(scenario)),
-        train: max(0, rounds - max(cached[train], 0)) * cost.round_s(scenario),
+        train: max(0, rounds - max(cached[train], 0)) * step_s,
         sim: 0.0 if cached[sim] >= 0 else cost.simulation_s(scenario),
     }
     return TaskPlan(cell, label, {pre: iterations, train: rounds, sim: 0}, costs, {pre, train})
@@ -309,6 +333,10 @@ def plan(study: Study, *, workers: int | None = None, executor: str = "local") -
     ``workers`` workers (default: min(CPU count, tasks)). Reads the cache and
     runs nothing heavy (a cached ticket and the dataset's labels may be loaded
     to derive the exact simulation keys)."""
+    from fedsim.learn.plugins import check_methods
+
+    for cell in study.cells:  # method plugins: imported from the study's folder, checked (exit 2)
+        check_methods(cell.scenario, study.base_dir)
     probe = CacheProbe(study.base_dir)
     cached: dict[StageKey, int] = {}
     tasks = [_plan_task(cell, label, probe, cached)

@@ -35,8 +35,14 @@ class Scheduler:
     needs the stage computes it (resuming from the checkpoints the failed one
     left).
 
+    A task may also name stages that other tasks compute and that must be
+    done before it starts (``after``: stage -> demand; a scenario's pruned
+    methods wait for its pre-training task this way, `fedsim.pipeline.parallel`).
+    A study's tasks have none: each computes every stage it needs.
+
     Args:
-        tasks: the tasks to run (``id``, ``cell.index``, ``demands``, ``costs_s``).
+        tasks: the tasks to run (``id``, ``order``, ``demands``, ``costs_s``,
+            optionally ``after``).
         done: stage -> the demand the cache already holds (-1: nothing).
     """
 
@@ -50,15 +56,20 @@ class Scheduler:
         """The stages ``task`` would compute now."""
         return {k for k, d in task.demands.items() if self.done.get(k, -1) < d}
 
+    def waits(self, task: TaskPlan) -> bool:
+        """True while a stage ``task`` must start after is not done."""
+        after: Mapping[StageKey, int] = getattr(task, "after", None) or {}
+        return any(self.done.get(k, -1) < d for k, d in after.items())
+
     def ready(self) -> list[TaskPlan]:
         """The pending tasks that could start now, most work first."""
         ready = []
         for task in self.pending:
             todo = self.todo(task)
-            if not any(k in self.claimed for k in todo):
+            if not any(k in self.claimed for k in todo) and not self.waits(task):
                 # the tiny term breaks ties between cached-only tasks by their stages to do
                 ready.append((-sum(task.costs_s.get(k, 0.0) for k in todo) - 1e-9 * len(todo),
-                              task.cell.index, task))
+                              task.order, task))
         return [t for *_, t in sorted(ready, key=lambda r: r[:2])]
 
     def next_ready(self) -> TaskPlan | None:
