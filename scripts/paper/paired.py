@@ -162,6 +162,26 @@ def paired_report(runs: pd.DataFrame, traffic: pd.DataFrame, sweep: pd.DataFrame
         cells = [f"{c / o - 1:+.0%} ({o / 1e9:.1f} GB)" for o in _at(paper, "original", 0.95, "cca_bytes")]
         md.append(f"| {method} | {c / 1e9:.1f} GB | " + " | ".join(cells) + " |")
 
+    # 3b. the moderate levels in further seeds, and random pruning there (CPU runs)
+    later = []
+    for method in ("hp-fl-0.41", "hp-fl-0.21"):
+        for seed in (1, 2):
+            nra = _at(paper, method, 0.95, "nra", (seed,))[0]
+            if not np.isnan(nra):
+                c, o = _at(paper, method, 0.95, "cca_bytes", (seed,))[0], _at(paper, "original", 0.95,
+                                                                               "cca_bytes", (seed,))[0]
+                later.append(f"| {method} | {seed} | {nra:.0f} | {c / 1e9:.1f} GB | {c / o - 1:+.0%} "
+                             f"({o / 1e9:.1f} GB) |")
+    if later:
+        md += ["", "Further seeds, trained on the CPU (paired with original FL of the same seed):", "",
+               "| method | seed | NRA@95 | CCA@95 | against original FL |", "|:---|---:|---:|---:|---:|", *later]
+    for random, hp in (("random41", "hp-fl-0.41"), ("random21", "hp-fl-0.21")):
+        got = [(t, _at(paper, random, t, "nra", (0,))[0], _at(paper, hp, t, "nra", (0,))[0]) for t in TARGETS]
+        if not all(np.isnan(r) for _, r, _ in got):
+            cells = "; ".join(f"{t:.0%}: {r:.0f} vs {h:.0f} ({r - h:+.0f})" for t, r, h in got)
+            md += ["", f"Random pruning at the P_R of {hp} (per layer, seed 0, one paired difference, no "
+                   f"interval), NRA random vs HP-FL: {cells}.", ""]
+
     # 4. HP-FL against random pruning
     md += ["", "## Random pruning minus HP-FL at P_R 0.107 (rounds)", "", *_STAT_HEAD]
     for target in TARGETS:

@@ -102,7 +102,11 @@ def traffic_table(traffic: pd.DataFrame, target: float) -> str:
     for (method, seed), rows in at.groupby(["method", "seed"], sort=False):
         cells = []
         for name, _ in ENCODINGS:
-            row = rows[rows["encoding"] == name].iloc[0]
+            found = rows[rows["encoding"] == name]
+            if found.empty:  # a run imported from its report: the paper's encoding only
+                cells.append("—")
+                continue
+            row = found.iloc[0]
             if pd.isna(row["cca_bytes"]):
                 cells.append("not reached")
                 continue
