@@ -180,7 +180,7 @@ def paired_report(runs: pd.DataFrame, traffic: pd.DataFrame, sweep: pd.DataFrame
         if not all(np.isnan(r) for _, r, _ in got):
             cells = "; ".join(f"{t:.0%}: {r:.0f} vs {h:.0f} ({r - h:+.0f})" for t, r, h in got)
             md += ["", f"Random pruning at the P_R of {hp} (per layer, seed 0, one paired difference, no "
-                   f"interval), NRA random vs HP-FL: {cells}.", ""]
+                   f"interval), NRA random vs HP-FL: {cells}."]
 
     # 4. HP-FL against random pruning
     md += ["", "## Random pruning minus HP-FL at P_R 0.107 (rounds)", "", *_STAT_HEAD]
