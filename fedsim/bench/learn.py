@@ -45,6 +45,7 @@ from fedsim.learn.model import (
 from fedsim.learn.pretrain import dae_epoch_flops, train_dae
 from fedsim.learn.reference import LeNet, local_train, reference_masks
 from fedsim.learn.spec import FLConfig, PretrainConfig
+from fedsim.pipeline.threads import cpu_name  # the one reader of the CPU's model name
 
 PAPER_CLIENTS = 100
 PAPER_SAMPLES_PER_CLIENT = 400
@@ -245,7 +246,7 @@ def bench_round(*, progress: bool = False, quick: bool = False, repeats: int = 3
     """
     repeats = 1 if quick else repeats
     _say(progress, "batched FedAvg round (100 clients x 400 samples, 5 epochs)")
-    out: dict[str, Any] = {"device_cpu": _cpu_name(), "threads": torch.get_num_threads()}
+    out: dict[str, Any] = {"device_cpu": cpu_name(), "threads": torch.get_num_threads()}
     out.update(bench_batched_round(repeats=repeats))
     _say(progress, "batched round with a P_R = 0.107 mask")
     sparse = bench_batched_round(repeats=repeats, sparse=True)
@@ -278,19 +279,6 @@ def run_all(*, quick: bool = False, progress: bool = False) -> dict[str, Any]:
     out.update(bench_pretrain(quick=quick, progress=progress))
     out["torch"] = torch.__version__
     return out
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 __all__ = [

@@ -41,7 +41,6 @@ step's update starts from; the updates in flight are trained again from them
 from __future__ import annotations
 
 import math
-import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -50,14 +49,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fedsim.learn.federated import fedavg, make_trainer
+from fedsim.learn.federated import fedavg, make_trainer, trace_meta
 from fedsim.learn.masks import Mask
 from fedsim.learn.model import (
     Device,
     Params,
     as_inputs,
     as_labels,
-    device_name,
     evaluate,
     resolve_device,
 )
@@ -264,11 +262,7 @@ def train_async(
     for version in sorted(v for v in versions
                           if any(t > state.step for t, _ in by_version.get(v, ()))):
         train_from(version)
-    meta = {"seed": int(seed), "device": str(dev), "device_name": device_name(dev), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "machine": platform.machine(), "start_round": state.step,
-            "aggregation": "fedbuff", "server_lr": float(server_lr)}
-    if forward is not None:
-        meta["model"] = model.name  # type: ignore[union-attr]
+    meta = {**trace_meta(seed, dev, state.step, model), "aggregation": "fedbuff", "server_lr": float(server_lr)}
     records: list[RoundRecord] = []
     bar = Progress("FedBuff", {"steps": max(len(plan) - state.step, 0)}, enabled=progress)
     current = versions[state.step]

@@ -190,6 +190,18 @@ def train_participants(
     return (params if average is None else average), samples, np.concatenate(steps)
 
 
+def trace_meta(seed: int, device: torch.device, start_round: int, model: ModelSpec | None) -> dict:
+    """What a trace records of where and how it was trained: seed, device,
+    torch and its threads (they change float rounding), machine, the round it
+    started after, and the model where it is not LeNet-300-100."""
+    meta = {"seed": int(seed), "device": str(device), "device_name": device_name(device),
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "machine": platform.machine(), "start_round": int(start_round)}
+    if model is not None and not model.reference:
+        meta["model"] = model.name
+    return meta
+
+
 def make_trainer(model: ModelSpec | None, clients: ClientData, mask: Mask, cfg: FLConfig,
                  device: torch.device, block_clients: int | None = None) -> _BatchedMLP | GenericTrainer:
     """The batched trainer of ``model``: the hand-written LeNet-300-100 kernel
@@ -291,17 +303,7 @@ def train(
     stack = stack_clients if stack_clients is not None else default_stack_clients(
         params.num_params if generic else None)
     trainer = make_trainer(model, clients, mask, cfg, dev, block_clients)
-    meta = {
-        "seed": int(seed),
-        "device": str(dev),
-        "device_name": device_name(dev),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "machine": platform.machine(),
-        "start_round": state.round_num,
-    }
-    if generic:
-        meta["model"] = model.name
+    meta = trace_meta(seed, dev, state.round_num, model)
     hooked = not cfg.plain_fedavg
     if hooked:  # the client-update transform and server step (learn/aggregation.py)
         from fedsim.learn.aggregation import MethodState, train_participants_hooked
