@@ -14,7 +14,7 @@ from test_system_dynamic import _caps_of, reference_schedule
 from fedsim.system import Payload, SystemConfig, simulate
 from fedsim.system.cells import PathLinks
 from fedsim.system.dynamics import AR1Series
-from fedsim.system.fastnet import fast_path_schedule, vectorize_caps
+from fedsim.system.fastnet import caps_breakpoints, fast_path_schedule
 from fedsim.system.network import path_schedule
 
 MB = 1_000_000
@@ -26,7 +26,7 @@ def _both(starts, sizes, steps, cell_of, cell_caps, server, **kw):
     capacity = [server, *(cell_caps[c] for c in cells)]
     caps = _caps_of(steps)
     slow = path_schedule(starts, sizes, caps, shared_of, capacity, **kw)
-    fast = fast_path_schedule(starts, sizes, vectorize_caps(caps), shared_of, capacity, **kw)
+    fast = fast_path_schedule(starts, sizes, caps_breakpoints(caps, starts), shared_of, capacity, **kw)
     return slow, fast
 
 
@@ -84,11 +84,18 @@ def test_vectorised_ar1_links_equal_the_scalar_ones():
     series = AR1Series(np.array([1e6, 2e6, 5e6, 8e6]), 0.5, 0.8, 1.0, seed=7, direction="downlink")
     twin = AR1Series(series.base_bps, 0.5, 0.8, 1.0, seed=7, direction="downlink")
     # rows are added as clients appear and columns as time advances (past one chunk of 256)
-    for clients, times in (([2], [0.0]), ([0, 3], [3.5, 300.0]), ([1, 2, 3, 0], [1.0, 999.99, 0.2, 511.0])):
-        cap, nxt = series.segments(np.array(clients), np.array(times))
-        for k, t, c, x in zip(clients, times, cap, nxt, strict=True):
-            want_cap, want_next = twin.segment(k, t)
-            assert c == pytest.approx(want_cap, rel=1e-14) and x == want_next
+    for clients, t0, starts, horizon in (([2], 0.0, [0.0], 3.0), ([0, 3], 3.5, [0.0, 296.5], 300.0),
+                                         ([1, 2, 3, 0], 0.3, [0.7, 999.69, 0.0, 510.7], 1000.5)):
+        bp = series.breakpoints(np.array(clients), t0, np.array(starts), horizon)
+        for i, (k, first) in enumerate(zip(clients, starts, strict=True)):
+            times = bp.times_s[bp.offsets[i]:bp.offsets[i + 1]]
+            assert times[0] == first and (np.diff(times) > 0).all() and times[-1] <= horizon < bp.tail_s[i]
+            for at, cap, nxt in zip(times, bp.cap_bps[bp.offsets[i]:bp.offsets[i + 1]],
+                                    [*times[1:], bp.tail_s[i]], strict=True):
+                want_cap, want_next = twin.segment(k, t0 + at)
+                if want_next - t0 <= at:  # rounded to just before the change: PathLinks asks again
+                    want_cap, want_next = twin.segment(k, want_next)
+                assert cap == pytest.approx(want_cap, rel=1e-14) and nxt == want_next - t0
 
 
 def _system(cells: int, **rounds):

@@ -11,7 +11,14 @@
   concurrency 20, buffer 10: every download and upload is a flow of the event
   driver, max-min fair at every event.
 * ``async_dynamic_updates_per_s``: 100 clients on LTE-like links and four
-  cells (`fedsim.bench.system.dynamic_system`), concurrency 20, buffer 10.
+  cells (`fedsim.bench.system.dynamic_system`), concurrency 20, buffer 10,
+  50 server steps (about 500 updates: the AR(1) draws of the links,
+  `fedsim.system.dynamics.AR1Series`, are a large part of it).
+
+The event driver's loop is compiled (`fedsim.system.async_loop`, numba): each
+case first runs two server steps untimed, so that the figures leave out
+numba's compilation or the loading of its on-disk cache (once per process,
+about 0.3-1 s), as a long run would.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ def bench_async(progress: bool = False, scale: float = 1.0) -> dict[str, Any]:
         ("async_dynamic", dynamic_system(100, 4), 100, AsyncConfig(concurrency=20, buffer_size=10), 50),
     )
     for name, system, clients, config, steps in runs:
+        updates_per_s(system, clients, config, 2)  # warm-up: compile or load the compiled loop
         wall_rate, cpu_rate, n = updates_per_s(system, clients, config, max(1, round(steps * scale)))
         figures[f"{name}_updates_per_s"] = round(wall_rate)
         figures[f"{name}_updates_per_cpu_s"] = round(cpu_rate)

@@ -56,6 +56,11 @@ from fedsim.system import payload as system_payload
 #: model changes, so entries simulated under an older one are recomputed
 #: (2: an upload enters the server link rtt/2 after it leaves the client).
 SYSTEM_MODEL_VERSION = 2
+#: The event engine of time-varying links and cells (`fedsim.system.fastnet`),
+#: in the system key of scenarios that take it (``dynamics`` or ``cells``)
+#: only: bumped when its results change (2: a completion booked before a
+#: reallocation that books none no longer ends a flow at the stale time).
+FLUID_ENGINE_VERSION = 2
 
 
 # --------------------------------------------------------------------------- data, pre-training, start
@@ -237,6 +242,8 @@ def system_facts(scenario: Scenario, base_dir: Path | None,
         "rounds": scenario.rounds.max,
         "seed": scenario.seed,
     }
+    if scenario.system.cells or scenario.system.clients.dynamics is not None:
+        facts["fluid_engine"] = FLUID_ENGINE_VERSION
     # sessions decide availability; only present with a session file, so older keys stay
     sessions = sessions_sha256(scenario, base_dir)
     if sessions is not None:

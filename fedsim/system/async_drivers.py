@@ -14,6 +14,13 @@
   rtt/2), the computation ends, the upload reaches the ingress (rtt/2
   later), a dropout, a session end, the deadline. A test holds the two to the
   same schedule where both apply.
+* `CompiledEvents`: `Events` with its loop compiled
+  (`fedsim.system.async_loop`): the phases, flows and drops run in one
+  compiled call until the server must act (an update ended, a step or retry)
+  or a link series must be read; Python keeps the server (selection, steps)
+  and the series. The same schedule as `Events`, float for float
+  (tests/test_async_flows_jit.py); it is what `simulate_async` uses, `Events`
+  the readable reference.
 
 Drop rules are the synchronous round's (docs/network-model.md): a dropout
 quits at a drawn moment of the computation; a client whose session ends
@@ -30,13 +37,15 @@ from pathlib import Path
 
 import numpy as np
 
-from fedsim.system.async_flows import PathFlows
+from fedsim.system import async_loop as loop
+from fedsim.system.async_flows import PathFlows, ReferencePathFlows
+from fedsim.system.async_jit import CAP, CHANGE, END
 from fedsim.system.asynchronous import DEADLINE, DROPOUT, OFFLINE, OK, Protocol, Uniforms
-from fedsim.system.cells import PathLinks
+from fedsim.system.cells import ConstantSeries, PathLinks
 from fedsim.system.profiles import ClientProfiles
 from fedsim.system.spec import SystemConfig
 
-__all__ = ["ClosedForm", "Events", "needs_events"]
+__all__ = ["ClosedForm", "CompiledEvents", "Events", "needs_events"]
 
 _BITS = 8.0
 FINISH, HAS_MODEL, COMPUTE_END, UP_FLOW, QUIT, GONE, GONE_UP, CUT = range(8)
@@ -53,8 +62,15 @@ def needs_events(system: SystemConfig, profiles: ClientProfiles, concurrency: in
     return False
 
 
+def _shared_links(paths: PathLinks, n_clients: int) -> np.ndarray:
+    """Per client, the shared links of its path: the server's (0), its cell's (1 + c; -1: none)."""
+    return np.stack([np.zeros(n_clients, dtype=np.int64), np.where(paths.cell_of >= 0, paths.cell_of + 1, -1)],
+                    axis=1)
+
+
 class _Driver:
     has_flows = False  # True: flows whose ends the driver reports (next_time, flow_step)
+    owns_loop = False  # True: the driver runs the event loop itself (run_loop)
 
     def __init__(self, protocol: Protocol) -> None:
         plan = protocol.plan
@@ -142,15 +158,15 @@ class Events(_Driver):
 
     has_flows = True
 
-    def __init__(self, protocol: Protocol, system: SystemConfig, seed: int, base_dir: Path | None) -> None:
+    def __init__(self, protocol: Protocol, system: SystemConfig, seed: int, base_dir: Path | None,
+                 flows: type[ReferencePathFlows] = PathFlows) -> None:
         super().__init__(protocol)
         plan = protocol.plan
         paths = PathLinks(system, plan.profiles, seed, base_dir)
-        shared = np.stack([np.zeros(plan.n_clients, dtype=np.int64),
-                           np.where(paths.cell_of >= 0, paths.cell_of + 1, -1)], axis=1)
+        shared = _shared_links(paths, plan.n_clients)
         slots = protocol.cfg.concurrency
-        self.down = PathFlows(slots, paths.capacity_bps["downlink"], shared, paths.series["downlink"])
-        self.up = PathFlows(slots, paths.capacity_bps["uplink"], shared, paths.series["uplink"])
+        self.down = flows(slots, paths.capacity_bps["downlink"], shared, paths.series["downlink"])
+        self.up = flows(slots, paths.capacity_bps["uplink"], shared, paths.series["uplink"])
         self.slot_update = [-1] * slots
         self.finished: list[bool] = []
         self.quit_s: list[float] = []
@@ -238,3 +254,144 @@ class Events(_Driver):
                 if math.isnan(rec.up_bytes[u]):
                     rec.up_bytes[u] = self.up.stop(slot, t_s) if rec.flow_up_start[u] <= t_s else 0.0
                 rec.stop[u] = t_s
+
+
+class CompiledEvents(_Driver):
+    """`Events` with the loop in `fedsim.system.async_loop` (module docstring).
+
+    The protocol's own events (steps, retries) go on the compiled heap too
+    (``protocol.push`` is this driver's `push`), so ties keep one order.
+    """
+
+    owns_loop = True
+
+    def __init__(self, protocol: Protocol, system: SystemConfig, seed: int, base_dir: Path | None) -> None:
+        super().__init__(protocol)
+        plan = protocol.plan
+        paths = PathLinks(system, plan.profiles, seed, base_dir)
+        self.series = (paths.series["downlink"], paths.series["uplink"])
+        self.dynamic = not all(isinstance(series, ConstantSeries) for series in self.series)
+        slots = self.slots = protocol.cfg.concurrency
+        self.shared_of_client = _shared_links(paths, plan.n_clients)
+        self.clients = np.zeros((4, plan.n_clients))
+        self.clients[loop.HALF_RTT] = plan.half_rtt_s
+        self.clients[loop.COMPUTE] = plan.compute_s
+        if not self.dynamic:  # ConstantSeries.segment: (bps[k], inf)
+            self.clients[loop.CAP_DOWN] = self.series[0].bps
+            self.clients[loop.CAP_UP] = self.series[1].bps
+        self.cap_down = self.clients[loop.CAP_DOWN].tolist()
+        self.flt, self.ints = loop.layout(slots, self.shared_of_client.shape[1], paths.capacity_bps["downlink"].size,
+                                          plan.n_clients)
+        (self.sc_f, self.out_t, self.state, self.capacity, clients, self.sc_i, self.slot_update, self.fin, self.chg,
+         self.out_i, self.active, self.shared, shared_of_client) = loop.views.py_func(self.flt, self.ints)
+        clients[:], shared_of_client[:] = self.clients, self.shared_of_client
+        self.capacity[:] = np.stack([paths.capacity_bps["downlink"], paths.capacity_bps["uplink"]])
+        self.sc_f[[loop.NEXT0, loop.NEXT1]] = math.inf
+        self.sc_f[loop.UP_SIZE] = self.up_size
+        self.sc_f[loop.DEADLINE_S] = self.deadline
+        self.sc_i[loop.DYNAMIC] = int(self.dynamic)
+        self.state[:, [CHANGE, END]] = math.inf
+        self.shared[:] = -1
+        self.slot_update[:] = -1
+        self.upd_f, self.upd_i = self._new_updates(256)
+        self.heap_t, self.heap_i = loop.new_heap(8 * slots + 64)
+        self.n = 0
+        protocol.push = self.push  # type: ignore[method-assign]
+
+    @staticmethod
+    def _new_updates(count: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per-update columns as `Record.add` starts them (phases inf, bytes NaN)."""
+        upd_f = np.full((count, loop.UPD_F_COLUMNS), math.inf)
+        upd_f[:, [loop.DOWN_BYTES, loop.UP_BYTES]] = math.nan
+        return upd_f, np.zeros((count, loop.UPD_I_COLUMNS), dtype=np.int64)
+
+    def _room(self) -> None:
+        """Room on the heap for what one call can push (`async_loop.GROW`)."""
+        if self.sc_i[loop.HEAP_N] + 4 * self.slots + 8 > self.heap_t.size:
+            heap_t, heap_i = loop.new_heap(2 * self.heap_t.size)
+            heap_t[:self.heap_t.size], heap_i[:, :self.heap_t.size] = self.heap_t, self.heap_i
+            self.heap_t, self.heap_i = heap_t, heap_i
+
+    def push(self, t_s: float, kind: int, u: int, prio: int = 0) -> None:
+        """`Protocol.push` on the compiled heap."""
+        self._room()
+        loop.push(self.heap_t, self.heap_i, self.sc_i, t_s, prio, kind, u)
+
+    def _segment(self, direction: int, client: int, t_s: float) -> tuple[float, float]:
+        """`PathFlows._segment`: the link's (cap, next change) at ``t_s``."""
+        series = self.series[direction]
+        cap_bps, next_s = series.segment(client, t_s)
+        if next_s <= t_s:  # t_s rounded to just before this change
+            cap_bps, next_s = series.segment(client, next_s)
+        return cap_bps, next_s
+
+    def launch(self, u: int, t_s: float) -> None:
+        """Hand update ``u`` over to the compiled loop (it starts at the next
+        `async_loop.run`, at this instant ``t_s``)."""
+        rec = self.rec
+        k = rec.client[u]
+        if u >= self.upd_f.shape[0]:
+            upd_f, upd_i = self._new_updates(2 * self.upd_f.shape[0])
+            upd_f[:u], upd_i[:u] = self.upd_f, self.upd_i
+            self.upd_f, self.upd_i = upd_f, upd_i
+        size = rec.down_size[u]
+        if not self.dynamic:
+            cap_bps, change_s = self.cap_down[k], math.inf
+        elif size > 0:
+            cap_bps, change_s = self._segment(0, k, t_s)
+        else:
+            cap_bps, change_s = 0.0, math.inf
+        self.upd_f[u, :loop.FLOW_DOWN_END] = (size, self.quit_after(u, k), t_s, self.offline_at(k, t_s), cap_bps,
+                                              change_s)
+        self.upd_i[u, :loop.FINISHED] = (k, rec.slot[u])
+        self.n = u + 1
+        self.sc_i[loop.N_UPD] = self.n
+
+    def run_loop(self, protocol: Protocol) -> float:
+        """`Protocol.run` for this driver: compiled runs between the server's
+        moves; returns the end time (the last step's)."""
+        sc_f, sc_i = self.sc_f, self.sc_i
+        protocol.settle(0.0, self)
+        t_s = 0.0
+        while not protocol.done:
+            code = loop.run(self.flt, self.ints, self.upd_f, self.upd_i, self.heap_t, self.heap_i)
+            t_s = float(sc_f[loop.T_CUR])
+            if sc_i[loop.N_OUT]:
+                ended = int(sc_i[loop.N_OUT])
+                sc_i[loop.N_OUT] = 0
+                for u, reason, at_s in zip(self.out_i[0, :ended].tolist(), self.out_i[1, :ended].tolist(),
+                                           self.out_t[:ended].tolist(), strict=True):
+                    protocol.finish(u, at_s, reason)
+            if code == loop.INSTANT:
+                protocol.settle(t_s, self)
+            elif code == loop.STEP:
+                protocol.step_done(t_s)
+            elif code == loop.RETRY:
+                protocol.retry_pending = False
+                protocol.changed = True
+            elif code == loop.SEG_UP:
+                u = int(sc_i[loop.ARG_U])
+                cap_bps, change_s = self._segment(1, int(self.upd_i[u, loop.CLIENT]), t_s)
+                loop.resume_up(cap_bps, change_s, self.flt, self.ints, self.upd_i)
+            elif code == loop.CHANGES:
+                d = int(sc_i[loop.ARG_D])
+                for slot in self.chg[:sc_i[loop.N_CHANGED]].tolist():
+                    k = int(self.upd_i[self.slot_update[slot], loop.CLIENT])
+                    self.state[d, CAP, slot], self.state[d, CHANGE, slot] = self._segment(d, k, t_s)
+                loop.resume_changes(self.flt, self.ints, self.upd_f, self.upd_i, self.heap_t, self.heap_i)
+            elif code == loop.GROW:
+                self._room()
+            else:
+                raise ValueError("asynchronous schedule: nothing left to happen before the last step")
+        return t_s
+
+    def cut_all(self, t_s: float) -> None:
+        """The end: running updates stop at ``t_s``; the compiled columns go to the record."""
+        rec, n = self.rec, self.n
+        loop.stop_rest(n, t_s, self.flt, self.ints, self.upd_f, self.upd_i)
+        for u in np.flatnonzero(self.upd_i[:n, loop.FINISHED] == 0).tolist():
+            rec.stop[u] = t_s
+        for name, row in (("flow_down_end", loop.FLOW_DOWN_END), ("has_model", loop.HAS_MODEL_S),
+                          ("compute_end", loop.COMPUTE_END_S), ("flow_up_start", loop.FLOW_UP_START),
+                          ("down_bytes", loop.DOWN_BYTES), ("up_bytes", loop.UP_BYTES)):
+            setattr(rec, name, self.upd_f[:n, row].tolist())

@@ -14,6 +14,13 @@ rates are constant, so the schedule is exact in the fluid model, as in
 docs/network-model.md. Client links come from the same series as the
 synchronous model (`fedsim.system.cells.PathLinks`): constant, a bandwidth
 trace or the AR(1)/LTE model.
+
+Two implementations with the same interface and the same floats:
+`PathFlows`, whose per-slot state is one float matrix updated by compiled
+kernels (`fedsim.system.async_jit`: a flow event costs one or two compiled
+calls), is what the event driver uses; `ReferencePathFlows`, the same steps
+in numpy with `fedsim.system.network.path_max_min`, is the readable
+reference that tests/test_async_flows_jit.py holds it to.
 """
 
 from __future__ import annotations
@@ -22,17 +29,19 @@ import math
 
 import numpy as np
 
+from fedsim.system import async_jit as jit
 from fedsim.system.dynamics import LinkSeries
 from fedsim.system.network import path_max_min
 
-__all__ = ["PathFlows"]
+__all__ = ["PathFlows", "ReferencePathFlows"]
 
 _BITS_PER_BYTE = 8.0
 _DONE_RTOL = 1e-9  # a flow within this share of its size is done (float rounding)
 
 
-class PathFlows:
-    """The running flows of one direction, one per slot (bytes, bits/s, s).
+class ReferencePathFlows:
+    """The running flows of one direction, one per slot (bytes, bits/s, s);
+    numpy (the reference of `PathFlows`).
 
     Args:
         slots: how many flows can run at once.
@@ -123,3 +132,63 @@ class PathFlows:
         with np.errstate(divide="ignore"):
             self.end_s[act] = self.now_s + (self.size[act] - self.sent[act]) * _BITS_PER_BYTE / self.rate[act]
         self.next_s = float(min(self.end_s[act].min(), self.change_s[act].min()))
+
+
+class PathFlows(ReferencePathFlows):
+    """`ReferencePathFlows` with its per-slot state in one float matrix
+    (``state``, rows `fedsim.system.async_jit.SIZE` .. ``END``; ``size``,
+    ``sent``, ``cap``, ``rate``, ``change_s``, ``end_s`` are views of its
+    rows) and each event one or two compiled calls.
+
+    Args: as `ReferencePathFlows`.
+    """
+
+    def __init__(self, slots: int, capacity_bps: np.ndarray, shared_of_client: np.ndarray,
+                 series: LinkSeries) -> None:
+        super().__init__(slots, capacity_bps, shared_of_client, series)
+        self.state = np.zeros((jit.ROWS, slots))
+        self.state[jit.CHANGE] = math.inf
+        self.state[jit.END] = math.inf
+        self.size, self.sent, self.cap, self.rate, self.change_s, self.end_s = self.state
+        self._finished = np.zeros(slots, dtype=np.int64)
+        self._changed = np.zeros(slots, dtype=np.int64)
+
+    def _reallocate_at(self, t_s: float) -> None:
+        self.now_s, self.next_s = jit.reallocate(self.now_s, t_s, self.state, self.active, self.shared,
+                                                 self.capacity_bps)
+
+    def start(self, slot: int, client: int, size_bytes: float, t_s: float) -> bool:
+        """Start a flow of ``size_bytes`` for ``client`` in ``slot`` at ``t_s``;
+        True if it is done at once (0 bytes)."""
+        if size_bytes <= 0:
+            return True
+        state = self.state  # the slot is idle (rate 0): setting it before advancing is the same
+        self.client[slot] = client
+        self.shared[slot] = self.shared_of_client[client]
+        state[jit.SIZE, slot] = size_bytes
+        state[jit.SENT, slot] = 0.0
+        state[jit.CAP, slot], state[jit.CHANGE, slot] = self._segment(client, t_s)
+        self.active[slot] = True
+        self._reallocate_at(t_s)
+        return False
+
+    def stop(self, slot: int, t_s: float) -> float:
+        """Stop the flow in ``slot`` at ``t_s``; the bytes it had sent."""
+        if self.active[slot]:
+            self.active[slot] = False  # its rate still counts while advancing to t_s
+            self._reallocate_at(t_s)
+        else:
+            self._advance(t_s)
+        return float(min(self.sent[slot], self.size[slot]))
+
+    def step(self, t_s: float) -> list[int]:
+        """Advance to ``t_s`` (<= ``next_time()``), apply the link changes due
+        and return the slots whose flows finished then."""
+        self.now_s, n_done, n_changed = jit.step_due(self.now_s, t_s, _DONE_RTOL, self.state, self.active,
+                                                     self._finished, self._changed)
+        if n_changed:
+            state, client = self.state, self.client
+            for slot in self._changed[:n_changed].tolist():
+                state[jit.CAP, slot], state[jit.CHANGE, slot] = self._segment(int(client[slot]), t_s)
+        self._reallocate_at(t_s)
+        return self._finished[:n_done].tolist()

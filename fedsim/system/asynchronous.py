@@ -80,9 +80,9 @@ from fedsim.system.round_plan import RoundPlan
 from fedsim.system.spec import SystemConfig
 
 if TYPE_CHECKING:  # the drivers import this module
-    from fedsim.system.async_drivers import ClosedForm, Events
+    from fedsim.system.async_drivers import ClosedForm, CompiledEvents, Events
 
-    Driver = ClosedForm | Events
+    Driver = ClosedForm | CompiledEvents | Events
 
 __all__ = ["ASYNC_REASONS", "IDLE_RETRY_S", "STEP_COLUMNS", "UPDATE_COLUMNS", "AsyncSchedule", "simulate_async"]
 
@@ -264,6 +264,10 @@ class Protocol:
         heapq.heappush(self.heap, (t_s, prio, self.seq, kind, u))
 
     def run(self, driver: Driver) -> None:
+        if driver.owns_loop:  # the compiled event loop (`async_drivers.CompiledEvents`)
+            self.end_s = driver.run_loop(self)
+            driver.cut_all(self.end_s)
+            return
         heap, inf, pop = self.heap, math.inf, heapq.heappop
         flows = driver.has_flows
         t = 0.0
@@ -388,7 +392,7 @@ def simulate_async(
             few updates arrive).
         fedsim.errors.InputError: a missing or malformed trace file.
     """
-    from fedsim.system.async_drivers import ClosedForm, Events, needs_events
+    from fedsim.system.async_drivers import ClosedForm, CompiledEvents, needs_events
 
     samples = np.asarray(client_samples, dtype=float).reshape(-1)
     if samples.size < 1 or not (samples >= 0).all():
@@ -402,7 +406,7 @@ def simulate_async(
     plan = RoundPlan(system, profiles, samples, payload, float(work_fraction), seed, int(local_epochs), sessions)
     protocol = Protocol(plan, config, int(steps), float(system.server.aggregation), seed, payload)
     events = needs_events(system, profiles, config.concurrency)
-    driver = Events(protocol, system, seed, base_dir) if events else ClosedForm(protocol)
+    driver = CompiledEvents(protocol, system, seed, base_dir) if events else ClosedForm(protocol)
     protocol.run(driver)
     return _schedule(protocol, system, config, profiles)
 

@@ -21,7 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from fedsim.system.dynamics import DIRECTIONS, AR1Series, LinkSeries, read_bandwidth_trace
+from fedsim.system.dynamics import (
+    DIRECTIONS,
+    AR1Series,
+    LinkBreakpoints,
+    LinkSeries,
+    read_bandwidth_trace,
+)
 from fedsim.system.fastnet import fast_path_schedule
 from fedsim.system.network import PathSchedule, path_schedule
 from fedsim.system.profiles import ClientProfiles
@@ -39,8 +45,11 @@ class ConstantSeries(LinkSeries):
     def segment(self, client: int, t_s: float) -> tuple[float, float]:
         return float(self.bps[client]), math.inf
 
-    def segments(self, clients: np.ndarray, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.bps[clients].astype(float), np.full(len(clients), math.inf)
+    def breakpoints(self, clients: np.ndarray, t0_s: float, start_s: np.ndarray,
+                    horizon_s: float) -> LinkBreakpoints:
+        n = len(clients)
+        return LinkBreakpoints(np.arange(n + 1, dtype=np.int64), np.asarray(start_s, dtype=float).copy(),
+                               self.bps[clients].astype(float), np.full(n, math.inf))
 
 
 def assign_cells(system: SystemConfig, n_clients: int) -> np.ndarray:
@@ -100,7 +109,7 @@ class PathLinks:
     downloads, ingress for uploads), 1 + c is cell c.
 
     ``engine`` picks the solver: "fast" (`fedsim.system.fastnet`, the
-    default) or "simpy" (`fedsim.system.network.path_schedule`, one SimPy
+    compiled event loop; the default) or "simpy" (`fedsim.system.network.path_schedule`, one SimPy
     process per flow: the reference the fast one is tested against).
     """
 
@@ -125,30 +134,22 @@ class PathLinks:
         cell = self.cell_of[clients]
         shared_of = np.stack([np.zeros(clients.size, dtype=np.int64), np.where(cell >= 0, cell + 1, -1)], axis=1)
         series = self.series[direction]
-
-        def caps(flow: int, offset_s: float) -> tuple[float, float]:
-            client = int(clients[flow])
-            cap_bps, next_s = series.segment(client, t0_s + offset_s)
-            if next_s - t0_s <= offset_s:  # t0 + offset rounded to just before this change
-                cap_bps, next_s = series.segment(client, next_s)
-            return cap_bps, next_s - t0_s
-
         if self.engine == "simpy":
+            def caps(flow: int, offset_s: float) -> tuple[float, float]:
+                client = int(clients[flow])
+                cap_bps, next_s = series.segment(client, t0_s + offset_s)
+                if next_s - t0_s <= offset_s:  # t0 + offset rounded to just before this change
+                    cap_bps, next_s = series.segment(client, next_s)
+                return cap_bps, next_s - t0_s
+
             return path_schedule(start_s, size_bytes, caps, shared_of, self.capacity_bps[direction], until_s=until_s)
 
-        if hasattr(series, "_dense_logs") and clients.size:  # every row of the batch at once
-            series._dense_logs(clients, 1)
+        start = np.asarray(start_s, dtype=float)
 
-        def vec_caps(flows: np.ndarray, offset_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            who = clients[flows]
-            cap_bps, next_s = series.segments(who, t0_s + offset_s)
-            again = next_s - t0_s <= offset_s  # as in caps(): rounded to just before a change
-            if again.any():
-                cap_bps[again], next_s[again] = series.segments(who[again], next_s[again])
-            return cap_bps, next_s - t0_s
+        def links(horizon_s: float) -> LinkBreakpoints:  # the same capacities as caps(), for the whole batch
+            return series.breakpoints(clients, t0_s, start, horizon_s)
 
-        return fast_path_schedule(start_s, size_bytes, vec_caps, shared_of, self.capacity_bps[direction],
-                                  until_s=until_s)
+        return fast_path_schedule(start, size_bytes, links, shared_of, self.capacity_bps[direction], until_s=until_s)
 
     def bind(self, direction: str, t0_s: float, clients: np.ndarray) -> Callable[..., PathSchedule]:
         """``transfer`` with the signature of `SharedLink.transfer_all`

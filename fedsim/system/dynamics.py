@@ -17,8 +17,10 @@ series, replayed in simulated seconds from the start of round 1 (t = 0):
 * ``model: lte``: ``lognormal_ar1`` with the LTE preset `LTE_PRESET` (its
   sources and their limits: docs/network-model.md, "LTE-like variation").
 
-`LinkSeries.segment(client, t_s)` answers what the event engine needs: the
-capacity at ``t_s`` and the next time it changes.
+`LinkSeries.segment(client, t_s)` answers what the SimPy engine needs: the
+capacity at ``t_s`` and the next time it changes; `LinkSeries.breakpoints`
+lists a whole batch's links over a round's window at once, for the compiled
+engine (`fedsim.system.fastnet`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import csv
 import math
 import re
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -36,7 +38,7 @@ from fedsim.errors import InputError
 from fedsim.system.csvrows import data_rows
 from fedsim.units import parse_quantity
 
-__all__ = ["LTE_PRESET", "AR1Series", "LinkSeries", "TraceSeries", "generate_lte_trace",
+__all__ = ["LTE_PRESET", "AR1Series", "LinkBreakpoints", "LinkSeries", "TraceSeries", "generate_lte_trace",
            "read_bandwidth_trace"]
 
 #: The LTE preset: log-space standard deviation, lag-1 correlation per interval,
@@ -48,6 +50,23 @@ _UNIT_SUFFIX = {"bps": 1.0, "kbps": 1e3, "mbps": 1e6, "gbps": 1e9}
 DIRECTIONS = ("downlink", "uplink")
 
 
+class LinkBreakpoints(NamedTuple):
+    """A batch of flows' client links over one window, as a CSR list per flow
+    (what the compiled event loop reads, `fedsim.system.fastnet`).
+
+    Flow i's entries are ``offsets[i]:offsets[i + 1]``: ``times_s`` the
+    offsets from the round's start (s; the first is the flow's start, the
+    others the changes after it up to the window's end, strictly
+    increasing), ``cap_bps`` the capacity (bits/s) from each on; ``tail_s[i]``
+    is the first change after the last entry (inf: none).
+    """
+
+    offsets: np.ndarray
+    times_s: np.ndarray
+    cap_bps: np.ndarray
+    tail_s: np.ndarray
+
+
 class LinkSeries(Protocol):
     """One direction's capacity over time for every client."""
 
@@ -55,9 +74,12 @@ class LinkSeries(Protocol):
         """(capacity in bits/s at ``t_s``, the next time > t_s it changes; inf: never)."""
         ...
 
-    def segments(self, clients: np.ndarray, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """`segment` for many (client, time) pairs at once (the fast engine's
-        form, `fedsim.system.fastnet`): arrays of capacities and next changes."""
+    def breakpoints(self, clients: np.ndarray, t0_s: float, start_s: np.ndarray,
+                    horizon_s: float) -> LinkBreakpoints:
+        """The links of flows of ``clients`` starting at offsets ``start_s``
+        after ``t0_s`` (absolute s), up to offset ``horizon_s``: the capacity
+        `segment` gives at each start and at each change (where ``t0_s +
+        offset`` rounds to just before a change, the change's own segment)."""
         ...
 
 
@@ -82,8 +104,9 @@ class AR1Series(LinkSeries):
         self.direction = direction
         self._log: dict[int, np.ndarray] = {}
         self._rng: dict[int, np.random.Generator] = {}
-        self._row_of: np.ndarray | None = None  # the dense table of `segments` (rows: clients)
-        self._table = np.zeros((0, 0))
+        self._row_of: np.ndarray | None = None  # the dense table of `breakpoints` (rows: clients)
+        self._table = np.zeros((0, 0))  # storage: rows x columns used are _rows x _cols
+        self._rows = self._cols = 0
         self._table_rng: list[np.random.Generator] = []
 
     def log_factors(self, client: int, count: int) -> np.ndarray:
@@ -114,53 +137,66 @@ class AR1Series(LinkSeries):
         factor = math.exp(log)
         return float(self.base_bps[client] * factor), (j + 1) * self.interval_s
 
-    def segments(self, clients: np.ndarray, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """`segment` vectorised: the log factors are read from a dense table
-        (one row per client asked for so far, whole chunks of intervals, the
-        AR(1) recursion run over all rows at once: the same values as
-        `log_factors`)."""
-        clients = np.asarray(clients, dtype=np.int64)
-        t_s = np.asarray(t_s, dtype=float)
-        j = np.maximum(np.floor(t_s / self.interval_s), 0.0).astype(np.int64)
-        j += (j + 1) * self.interval_s <= t_s  # floor rounded down across a boundary
-        last = int(j.max(initial=0))
-        rows = self._row_of[clients] if self._row_of is not None else None
-        if rows is None or rows.min(initial=0) < 0 or last >= self._table.shape[1]:
-            self._dense_logs(clients, last + 1)
-            rows = self._row_of[clients]
-        return self.base_bps[clients] * np.exp(self._table[rows, j]), (j + 1) * self.interval_s
+    def breakpoints(self, clients: np.ndarray, t0_s: float, start_s: np.ndarray,
+                    horizon_s: float) -> LinkBreakpoints:
+        """`LinkSeries.breakpoints` vectorised over the flows: every client
+        changes on the common grid ``j * interval_s``, so flow i lists its
+        start's interval j_i and the grid points after it up to the window;
+        the log factors come from a dense table (one row per client asked for
+        so far, whole chunks of intervals, the AR(1) recursion run over all
+        rows at once: the same values as `log_factors`)."""
+        from fedsim.system.jitlinks import ar1_breakpoints  # numba: only where the fast engine runs
 
-    def _dense_logs(self, clients: np.ndarray, count: int) -> np.ndarray:
-        """The dense table of log factors, with rows for ``clients`` and at
-        least ``count`` columns (``_row_of`` maps a client to its row)."""
+        clients = np.asarray(clients, dtype=np.int64)
+        start = np.asarray(start_s, dtype=float)
+        step = self.interval_s
+        last = math.floor((t0_s + horizon_s) / step)  # the last grid point in the window
+        last += (last + 1) * step - t0_s <= horizon_s
+        last -= last * step - t0_s > horizon_s
+        latest = float(start.max(initial=0.0))  # a start's interval is at most this one's, plus one
+        self._dense_logs(clients, max(last, math.floor((t0_s + latest) / step) + 2) + 1)
+        return LinkBreakpoints(*ar1_breakpoints(self._row_of[clients], self.base_bps[clients], start, t0_s, step,
+                                                last, self._table))
+
+    def _dense_logs(self, clients: np.ndarray, count: int) -> None:
+        """Make the dense table hold rows for ``clients`` and at least
+        ``count`` columns (``_row_of`` maps a client to its row). The table's
+        storage doubles when it fills (rows as clients appear, columns as
+        simulated time advances), so a long run copies it O(log) times."""
         if self._row_of is None:
             self._row_of = np.full(self.base_bps.size, -1, dtype=np.int64)
         new = np.unique(clients[self._row_of[clients] < 0])
         if new.size:
-            rngs = [seeding.rng(self.seed, "bandwidth", self.direction, int(k)) for k in new.tolist()]
-            rows = np.zeros((new.size, 0))
-            while rows.shape[1] < self._table.shape[1]:
-                rows = self._more(rows, rngs)
-            self._row_of[new] = np.arange(new.size) + self._table.shape[0]
-            self._table = np.concatenate((self._table, rows)) if self._table.size else rows
-            self._table_rng.extend(rngs)
-        while self._table.shape[1] < count:
-            self._table = self._more(self._table, self._table_rng)
-        return self._table
+            first = self._rows
+            self._reserve(first + new.size, self._cols)
+            self._row_of[new] = np.arange(first, first + new.size)
+            self._table_rng.extend(seeding.rng(self.seed, "bandwidth", self.direction, int(k)) for k in new.tolist())
+            self._rows += new.size
+            for col in range(0, self._cols, _CHUNK):  # the new rows catch up with the others
+                self._fill(first, self._rows, col)
+        while self._cols < count:
+            self._reserve(self._rows, self._cols + _CHUNK)
+            self._fill(0, self._rows, self._cols)
+            self._cols += _CHUNK
 
-    def _more(self, rows: np.ndarray, rngs: list[np.random.Generator]) -> np.ndarray:
-        """``rows`` with one more chunk of intervals per row (`log_factors`'s
-        recursion, vectorised over the rows)."""
-        eps = np.array([rng.standard_normal(_CHUNK) for rng in rngs]).reshape(len(rngs), _CHUNK)
-        chunk = np.empty_like(eps)
+    def _reserve(self, rows: int, cols: int) -> None:
+        """Grow the table's storage (doubling) to at least ``rows`` x ``cols``."""
+        have_rows, have_cols = self._table.shape
+        if rows <= have_rows and cols <= have_cols:
+            return
+        grown = [have if want <= have else max(want, 2 * have) for want, have in ((rows, have_rows), (cols, have_cols))]
+        bigger = np.empty(grown)
+        bigger[: self._rows, : self._cols] = self._table[: self._rows, : self._cols]
+        self._table = bigger
+
+    def _fill(self, first: int, stop: int, col: int) -> None:
+        """Rows ``first:stop`` of the table's chunk of intervals from column
+        ``col`` (`log_factors`'s recursion, compiled, over all rows at once)."""
+        from fedsim.system.jitlinks import ar1_chunk  # numba: only where the fast engine runs
+
+        eps = np.array([rng.standard_normal(_CHUNK) for rng in self._table_rng[first:stop]]).reshape(-1, _CHUNK)
         step = math.sqrt(1.0 - self.rho * self.rho) * self.sigma
-        fresh = rows.shape[1] == 0
-        x = eps[:, 0] * self.sigma if fresh else rows[:, -1]
-        for j in range(_CHUNK):
-            if j or not fresh:
-                x = self.rho * x + step * eps[:, j]
-            chunk[:, j] = x
-        return np.concatenate((rows, chunk), axis=1)
+        ar1_chunk(self._table[first:stop], col, eps, self.rho, step, self.sigma)
 
 
 class TraceSeries(LinkSeries):
@@ -176,14 +212,30 @@ class TraceSeries(LinkSeries):
         nxt = float(times[k + 1]) if k + 1 < times.size else math.inf
         return float(self.bps[client][max(k, 0)]), nxt
 
-    def segments(self, clients: np.ndarray, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """`segment` for many pairs (a loop: each client has its own times)."""
-        pairs = [self.segment(k, t) for k, t in zip(np.asarray(clients).tolist(), np.asarray(t_s).tolist(),
-                                                     strict=True)]
-        if not pairs:
-            return np.zeros(0), np.zeros(0)
-        cap, nxt = zip(*pairs, strict=True)
-        return np.array(cap, dtype=float), np.array(nxt, dtype=float)
+    def breakpoints(self, clients: np.ndarray, t0_s: float, start_s: np.ndarray,
+                    horizon_s: float) -> LinkBreakpoints:
+        """`LinkSeries.breakpoints`: a loop over the flows (each client has
+        its own times), two binary searches per flow."""
+        offsets, times, caps, tails = [0], [], [], []
+        for client, first in zip(np.asarray(clients).tolist(), np.asarray(start_s, dtype=float).tolist(),
+                                 strict=True):
+            at, bps = self.times_s[client], self.bps[client]
+            k = max(int(np.searchsorted(at, t0_s + first, side="right")) - 1, 0)
+            if k + 1 < at.size and at[k + 1] - t0_s <= first:  # rounded to just before a change
+                k += 1
+            stop = int(np.searchsorted(at, t0_s + horizon_s, side="right"))  # changes in the window ...
+            while stop < at.size and at[stop] - t0_s <= horizon_s:  # ... as offsets, after rounding
+                stop += 1
+            while stop > k + 1 and at[stop - 1] - t0_s > horizon_s:
+                stop -= 1
+            changes = np.arange(k + 1, max(stop, k + 1))
+            times.extend([first, *(at[changes] - t0_s).tolist()])
+            caps.extend(bps[[k, *changes.tolist()]].tolist())
+            offsets.append(len(times))
+            end = max(stop, k + 1)
+            tails.append(float(at[end]) - t0_s if end < at.size else math.inf)
+        return LinkBreakpoints(np.array(offsets, dtype=np.int64), np.array(times, dtype=float),
+                               np.array(caps, dtype=float), np.array(tails, dtype=float))
 
 
 def _column_scale(name: str, unit: str | None, where: str) -> tuple[str, float] | None:

@@ -1,4 +1,4 @@
-"""The fluid max-min solver over multi-link paths as a plain event loop (no SimPy processes).
+"""The fluid max-min solver over multi-link paths as a compiled event loop (no SimPy processes).
 
 `fedsim.system.network.path_schedule` replays a batch of flows on SimPy: one
 process per flow that starts it and replays its client link's capacity
@@ -6,29 +6,28 @@ changes, a timeout per booked completion, a zero-delay event per
 reallocation. Within a synchronous round the batch is a pure function of its
 inputs (every start offset is known before it is scheduled), so SimPy adds
 only bookkeeping: about 15 Python-level events per flow. `fast_path_schedule`
-computes the *same* schedule with one loop iteration per distinct instant at
-which something happens, every step vectorised over the flows with numpy:
+computes the *same* schedule in `fedsim.system.jitloop.schedule_loop`, one
+compiled loop iteration per distinct instant at which something happens:
 
-* the capacity breakpoints come from a vectorised source (`VecCapSource`:
-  the capacities of many flows' client links at many offsets at once, and
-  their next change), so a change of every client link at one instant (the
-  AR(1) model's common interval grid, `fedsim.system.dynamics`) is one step;
-* the next instant is the earliest of the next start, the earliest next
-  capacity change among the running flows, and the completion booked at the
-  last reallocation;
-* the steps replay what the SimPy engine does at that instant, in the same
-  order and with the same float operations (integrate the bytes sent since the
-  last change, finish the flows within ``1e-9`` of their size or the closest
-  one, start flows, apply changed caps, then one reallocation by
-  `fedsim.system.network.path_max_min` if anything asked for it), so the two
-  engines agree to rounding (tests/test_fast_engine.py holds them to 1e-9
-  on random batches and whole simulations).
+* the client links come as arrays, not as a callback: per flow a CSR list of
+  breakpoints (`fedsim.system.dynamics.LinkBreakpoints`: the capacity at its
+  start and every change up to a horizon), generated for the whole batch at
+  once by the link series (`LinkSeries.breakpoints`; the AR(1) model's
+  common interval grid in a few numpy operations);
+* without a horizon (``until_s`` = inf) the listing covers a guess of the
+  batch's length; if a running flow outlives it, the loop stops and
+  `fast_path_schedule` lists the links twice as far and runs the batch again
+  (the same result: the batch is a pure function of its inputs);
+* each instant replays what the SimPy engine does then, in the same order and
+  with the same float operations (jitloop's module docstring), so the engines
+  agree to rounding (tests/test_fast_engine.py and tests/test_jitloop.py hold
+  them to 1e-9 on random batches and whole simulations).
 
 Cost: O(E (n + S n log n)) for E instants and n flows with S shared links,
-the same order as the SimPy engine, but with E counted once per instant (not
-per flow) and the work inside an instant in numpy. The reference model and
-its sources are in `fedsim.system.network` (Bertsekas & Gallager, *Data
-Networks*, 2nd ed., Sec. 6.5.2).
+the same order as the SimPy engine, with E counted once per instant (not per
+flow) and no Python inside the loop. The reference model and its sources are
+in `fedsim.system.network` (Bertsekas & Gallager, *Data Networks*, 2nd ed.,
+Sec. 6.5.2).
 """
 
 from __future__ import annotations
@@ -38,35 +37,47 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from fedsim.system.network import CapSource, PathSchedule, path_max_min
+from fedsim.system.dynamics import LinkBreakpoints
+from fedsim.system.jitloop import BAD_NEXT, NEED_HORIZON, schedule_loop
+from fedsim.system.network import CapSource, PathSchedule
 
-__all__ = ["VecCapSource", "fast_path_schedule", "vectorize_caps"]
+__all__ = ["LinkSource", "caps_breakpoints", "fast_path_schedule"]
 
 _BITS_PER_BYTE = 8.0
-_DONE_RTOL = 1e-9  # as in fedsim.system.network: a flow within this share of its size is done
 
-#: ``caps(flows, t_s) -> (cap_bps, next_change_s)``: for each flow index in
-#: ``flows`` (int array), its client link's capacity at offset ``t_s[i]`` and
-#: the next offset after it where the capacity changes (inf: never).
-VecCapSource = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+#: ``links(horizon_s) -> LinkBreakpoints``: every flow's client link from its
+#: start offset up to offset ``horizon_s`` (and its first change after it).
+LinkSource = Callable[[float], LinkBreakpoints]
 
 
-def vectorize_caps(caps: CapSource) -> VecCapSource:
-    """A `VecCapSource` from a scalar `fedsim.system.network.CapSource` (a
-    Python loop over the flows: for tests and sources without a vector form)."""
-    def vec(flows: np.ndarray, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        pairs = [caps(int(f), float(t)) for f, t in zip(flows.tolist(), t_s.tolist(), strict=True)]
-        if not pairs:
-            return np.zeros(0), np.zeros(0)
-        cap, nxt = zip(*pairs, strict=True)
-        return np.array(cap, dtype=float), np.array(nxt, dtype=float)
-    return vec
+def caps_breakpoints(caps: CapSource, start_s: Sequence[float] | np.ndarray) -> LinkSource:
+    """A `LinkSource` that walks a scalar `fedsim.system.network.CapSource`
+    flow by flow from each start (a Python loop: for tests and sources without
+    a vector form). A next change that is not after the offset asked for ends
+    the flow's listing there (as its tail: `fast_path_schedule` raises)."""
+    start = np.asarray(start_s, dtype=float).reshape(-1)
+
+    def links(horizon_s: float) -> LinkBreakpoints:
+        offsets, times, values, tails = [0], [], [], []
+        for flow, first in enumerate(start.tolist()):
+            cap_bps, next_s = caps(flow, first)
+            times.append(first)
+            values.append(cap_bps)
+            while next_s <= horizon_s and next_s > times[-1]:
+                times.append(next_s)
+                cap_bps, next_s = caps(flow, next_s)
+                values.append(cap_bps)
+            offsets.append(len(times))
+            tails.append(next_s)
+        return LinkBreakpoints(np.array(offsets, dtype=np.int64), np.array(times, dtype=float),
+                               np.array(values, dtype=float), np.array(tails, dtype=float))
+    return links
 
 
 def fast_path_schedule(
     start_s: Sequence[float] | np.ndarray,
     size_bytes: Sequence[float] | np.ndarray,
-    caps: VecCapSource,
+    links: LinkSource,
     shared_of: np.ndarray,
     capacity_bps: Sequence[float] | np.ndarray,
     *,
@@ -74,18 +85,18 @@ def fast_path_schedule(
 ) -> PathSchedule:
     """Simulate a batch of flows with known start offsets (module docstring);
     the arguments and result are those of `fedsim.system.network.path_schedule`
-    except ``caps``, which is vectorised (`VecCapSource`).
+    except ``links``, the client links as breakpoints (`LinkSource`).
 
     Raises:
         ValueError: arrays that disagree in length, negative starts or sizes,
             a non-positive capacity.
-        RuntimeError: a capacity source whose next change is not after the
-            offset asked for.
+        RuntimeError: a client link whose next change is not after the
+            offset before it.
     """
     start = np.asarray(start_s, dtype=float).reshape(-1)
     size = np.asarray(size_bytes, dtype=float).reshape(-1)
     n = start.size
-    shared = np.asarray(shared_of, dtype=np.int64).reshape(n, -1)
+    shared = np.ascontiguousarray(np.asarray(shared_of, dtype=np.int64).reshape(n, -1))
     capacity = np.asarray(capacity_bps, dtype=float).reshape(-1)
     if n != size.size:
         raise ValueError(f"flows disagree in length: {n} starts, {size.size} sizes")
@@ -93,128 +104,30 @@ def fast_path_schedule(
         raise ValueError("start offsets and sizes must be >= 0")
     if capacity.size and not capacity.min() > 0:
         raise ValueError(f"shared capacities must be > 0, got {capacity.tolist()}")
-
-    inf = math.inf
-    cap = np.zeros(n)
-    rate = np.zeros(n)  # bits/s
-    sent = np.zeros(n)  # bytes
-    active = np.zeros(n, dtype=bool)
-    done = np.zeros(n, dtype=bool)
-    end = np.full(n, inf)
-    change_at = np.full(n, inf)  # next capacity change of a started, unfinished flow (inf: none)
     order = np.argsort(start, kind="stable")
     order = order[start[order] <= until_s]  # a flow starting after the horizon never starts
-    start_sorted = start[order]
-    # every start offset is known now: ask for the links at the starts in one call
-    first_cap, first_next = caps(order, start_sorted) if order.size else (np.zeros(0), np.zeros(0))
-    _check_next(order, first_next, start_sorted)
-    next_start = 0  # index into order
-    last_s = 0.0
-    booked = inf  # the completion booked at the last reallocation
-    times: list[float] = []
-    sent_hist: list[np.ndarray] = []
-    rate_hist: list[np.ndarray] = []
-    single = _single_link(shared)
-
-    with np.errstate(divide="ignore"):  # a zero rate (a saturated path): an infinite wait, as intended
-        while True:
-            t = start_sorted[next_start] if next_start < order.size else inf
-            t_change = change_at.min() if n else inf
-            t = min(t, t_change, booked)
-            if t == inf:
-                break
-            # integrate what the running flows sent since the last change
-            if t > last_s:
-                if active.any():
-                    sent[active] += rate[active] / _BITS_PER_BYTE * (t - last_s)
-                last_s = t
-            request = False
-            if t == booked:  # the booked completion: flows within rounding of their size end
-                booked = inf
-                run = active.nonzero()[0]
-                left = size[run] - sent[run]
-                finished = run[(left <= _DONE_RTOL * size[run]) | (rate[run] == inf)]
-                if finished.size == 0:  # rounding left a sliver: finish the closest flow
-                    finished = run[[int(np.argmin(left * _BITS_PER_BYTE / rate[run]))]]
-                active[finished] = False
-                done[finished] = True
-                sent[finished] = size[finished]
-                end[finished] = t
-                change_at[finished] = inf
-                request = True
-            if t_change == t:  # client links that change now (finished flows no longer listen)
-                flows = (change_at == t).nonzero()[0]
-                new_cap, new_next = caps(flows, np.full(flows.size, t))
-                _check_next(flows, new_next, t)
-                changed = cap[flows] != new_cap
-                if changed.any():
-                    cap[flows] = new_cap
-                    request = True
-                change_at[flows] = np.where(new_next <= until_s, new_next, inf)
-            if next_start < order.size and start_sorted[next_start] == t:
-                stop = int(np.searchsorted(start_sorted, t, side="right"))
-                flows = order[next_start:stop]
-                new_cap, new_next = first_cap[next_start:stop], first_next[next_start:stop]
-                next_start = stop
-                cap[flows] = new_cap
-                empty = size[flows] <= 0.0
-                done[flows[empty]] = True
-                end[flows[empty]] = t
-                running = flows[~empty]
-                active[running] = True
-                change_at[running] = np.where(new_next[~empty] <= until_s, new_next[~empty], inf)
-                request = request or running.size > 0
-            if not request:
-                continue
-            # one reallocation at this instant; book the next completion
-            run = active.nonzero()[0]
-            rate[:] = 0.0
-            if run.size:
-                rate[run] = (np.minimum(cap[run], _level(cap[run], capacity[single])) if single >= 0
-                             else path_max_min(cap[run], shared[run], capacity))
-            times.append(t)
-            sent_hist.append(sent.copy())
-            rate_hist.append(rate.copy())
-            if run.size:
-                wait_s = float(((size[run] - sent[run]) * _BITS_PER_BYTE / rate[run]).min())
-                if math.isfinite(wait_s) and t + wait_s <= until_s:
-                    booked = t + max(wait_s, 0.0)
-    if math.isfinite(until_s) and until_s > last_s and active.any():
-        sent[active] += rate[active] / _BITS_PER_BYTE * (until_s - last_s)
-    out_sent = np.where(done, size, np.clip(sent, 0.0, size))
-    if times:
-        event_s, event_sent, event_rate = np.array(times), np.array(sent_hist), np.array(rate_hist)
-    else:
-        event_s, event_sent, event_rate = np.zeros(0), np.zeros((0, n)), np.zeros((0, n))
-    return PathSchedule(start, size, until_s, end, out_sent, event_s, event_sent, event_rate)
+    if order.size == 0:
+        return PathSchedule(start, size, until_s, np.full(n, math.inf), np.zeros(n), np.zeros(0),
+                            np.zeros((0, n)), np.zeros((0, n)))
+    horizon = until_s if math.isfinite(until_s) else _guess_horizon(start[order[-1]], size, capacity)
+    while True:
+        bp = links(horizon)
+        status, flow, at_s, end, sent, _last, events, event_s, event_sent, event_rate = schedule_loop(
+            start, size, order, bp.offsets, bp.times_s, bp.cap_bps, bp.tail_s, shared, capacity, float(until_s))
+        if status == NEED_HORIZON:  # a flow outlived the listing: list twice as far, run again
+            horizon = 2.0 * max(horizon, at_s) + 1.0
+            continue
+        if status == BAD_NEXT:
+            raise RuntimeError(f"flow {flow}: the link's next change {at_s} s is not after the offset before it")
+        break
+    out_sent = np.where(np.isfinite(end), size, np.clip(sent, 0.0, size))
+    return PathSchedule(start, size, until_s, end, out_sent, event_s[:events], event_sent[:events],
+                        event_rate[:events])
 
 
-def _single_link(shared: np.ndarray) -> int:
-    """The one shared link every flow crosses when that is each flow's whole
-    path (then max-min is one water level), else -1."""
-    if shared.shape[0] == 0 or shared[0, 0] < 0 or not (shared[:, 0] == shared[0, 0]).all():
-        return -1
-    return int(shared[0, 0]) if (shared[:, 1:] < 0).all() else -1
-
-
-def _level(cap_bps: np.ndarray, capacity_bps: float) -> float:
-    """`fedsim.system.links.water_level` (the same operations; inlined for
-    speed): the level L with ``sum(min(cap, L)) == capacity``, inf if the caps
-    fit."""
-    caps = np.sort(cap_bps)
-    n = caps.size
-    if not caps.sum() > capacity_bps:
-        return math.inf
-    below = np.empty(n)
-    below[0] = 0.0
-    np.cumsum(caps[:-1], out=below[1:])
-    with np.errstate(invalid="ignore"):
-        levels = (capacity_bps - below) / (n - np.arange(n))
-    return float(levels[int(np.argmax(levels <= caps))])
-
-
-def _check_next(flows: np.ndarray, next_s: np.ndarray, t_s: float) -> None:
-    bad = ~(next_s > t_s)
-    if bad.any():
-        flow = int(flows[np.argmax(bad)])
-        raise RuntimeError(f"flow {flow}: the link's next change {next_s[np.argmax(bad)]} s is not after now {t_s} s")
+def _guess_horizon(last_start_s: float, size_bytes: np.ndarray, capacity_bps: np.ndarray) -> float:
+    """A horizon that most batches end by: the last start plus twice the time
+    the narrowest finite shared link needs for every byte (1 s without one)."""
+    finite = capacity_bps[np.isfinite(capacity_bps)]
+    drain_s = float(size_bytes.sum()) * _BITS_PER_BYTE / float(finite.min()) if finite.size else 0.0
+    return float(last_start_s) + max(2.0 * drain_s, 1.0)

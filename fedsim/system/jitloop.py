@@ -1,0 +1,417 @@
+"""The batch event loop of the fluid max-min model, compiled (numba).
+
+`fedsim.system.fastnet.fast_path_schedule` hands a batch of flows to
+`schedule_loop`: start offsets, sizes, the shared links each flow crosses,
+and each flow's client link as *breakpoints* (a CSR list per flow: the
+capacity at its start, then every change up to a horizon), instead of a
+Python callback asked at every change. The loop is the one the SimPy engine
+(`fedsim.system.network.path_schedule`) runs, one iteration per distinct
+instant at which something happens, in the same order and with the same float
+operations:
+
+1. the instant is the earliest of the next start, the earliest next capacity
+   change among the running flows, and the completion booked at the last
+   reallocation;
+2. integrate the bytes every running flow sent since the last instant;
+3. at the booked completion, finish the flows within ``1e-9`` of their size
+   (or at an infinite rate); if rounding left none, the closest one;
+4. apply the client-link changes due now (a flow whose capacity really changes
+   asks for a reallocation);
+5. start the flows due now (empty ones are done at once);
+6. if anything asked, one reallocation: max-min rates over the paths
+   (`_allocate`), an entry in the event history, and the next completion
+   booked (if it falls by ``until_s``).
+
+`_allocate` is `fedsim.system.jitnet.path_max_min` (progressive filling:
+the shared link of the smallest water level freezes its flows, the others'
+residuals and levels are updated, again until no link can saturate) with two
+changes that keep its numbers and take out its per-call sorting and scans:
+each shared link keeps its flows in a list built once per batch, and that
+list is kept sorted by cap (insertion sort, O(m) when one cap changed since
+the last reallocation), so a water level is one pass over the link's members
+instead of a gather and a sort of the running flows.
+
+Events at one instant are thus coalesced into one reallocation, exactly as
+the SimPy engine folds them into one zero-delay event. Model and sources:
+`fedsim.system.network` (Bertsekas & Gallager, *Data Networks*, 2nd ed.,
+Sec. 6.5.2). Cost: O(E (n + S n)) for E instants, n flows and S shared
+links (plus the insertion sorts after capacity changes), all of it compiled
+(no per-instant Python).
+
+Compilation: the first call in a process compiles `schedule_loop` (a few
+seconds) unless numba's on-disk cache (``cache=True``) holds it; then loading
+takes a fraction of a second. docs/performance.md gives both figures.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+__all__ = ["BAD_NEXT", "NEED_HORIZON", "OK", "schedule_loop"]
+
+#: `schedule_loop`'s status codes.
+OK, NEED_HORIZON, BAD_NEXT = 0, 1, 2
+
+_INF = math.inf
+_BITS_PER_BYTE = 8.0
+_DONE_RTOL = 1e-9  # as in fedsim.system.network: a flow within this share of its size is done
+_GAPS = (701, 301, 132, 57, 23, 10, 4, 1)
+
+
+@njit(cache=True)
+def _next_change(flow: int, pos: np.ndarray, bp_off: np.ndarray, bp_s: np.ndarray, tail_s: np.ndarray,
+                 until_s: float) -> float:  # pragma: no cover - compiled
+    """The offset of ``flow``'s next capacity change after its entry
+    ``pos[flow]`` (its tail past the listing; inf: none by ``until_s``)."""
+    k = pos[flow] + 1
+    nxt = bp_s[k] if k < bp_off[flow + 1] else tail_s[flow]
+    return nxt if nxt <= until_s else _INF
+
+
+@njit(cache=True)
+def _grow(table: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """``table`` with twice the rows (the event history's storage)."""
+    bigger = np.empty((2 * table.shape[0], table.shape[1]))
+    bigger[: table.shape[0]] = table
+    return bigger
+
+
+@njit(cache=True)
+def schedule_loop(start_s: np.ndarray, size_bytes: np.ndarray, order: np.ndarray, bp_off: np.ndarray,
+                  bp_s: np.ndarray, bp_bps: np.ndarray, tail_s: np.ndarray, shared_of: np.ndarray,
+                  capacity_bps: np.ndarray, until_s: float):  # pragma: no cover - compiled
+    """Run the batch (module docstring).
+
+    Args:
+        start_s, size_bytes: the flows (float64, (n,)).
+        order: the flows that start by ``until_s``, by start offset (stable).
+        bp_off, bp_s, bp_bps: flow i's client link is entries
+            ``bp_off[i]:bp_off[i + 1]`` (at least one): ``bp_s`` the offsets
+            (s; the first is the flow's start, the others its changes,
+            strictly increasing), ``bp_bps`` the capacity from then on.
+        tail_s: flow i's first change after its last entry (inf: none); the
+            loop stops with `NEED_HORIZON` if a running flow reaches it.
+        shared_of, capacity_bps: the shared links ((n, p) int64, -1 padding;
+            (S,) bits/s).
+        until_s: the horizon (inf: run to the end).
+
+    Returns:
+        (status, flow, at_s, end_s, sent_bytes, last_s, event_count,
+        event_s, event_sent, event_rate): `OK`; or `NEED_HORIZON` with the
+        flow and offset where its listing ran out; or `BAD_NEXT` with a flow
+        whose next change ``at_s`` is not after its current entry.
+        ``sent_bytes`` holds the bytes at ``last_s`` (the last instant), the
+        history its first ``event_count`` rows.
+    """
+    n = start_s.size
+    cap = np.zeros(n)
+    rate = np.zeros(n)
+    sent = np.zeros(n)
+    active = np.zeros(n, dtype=np.bool_)
+    end = np.full(n, _INF)
+    change_at = np.full(n, _INF)
+    pos = np.zeros(n, dtype=np.int64)  # each started flow's current entry in bp_*
+    run = np.empty(n, dtype=np.int64)
+    link_off, link_flows = _members(shared_of, capacity_bps.size)
+    single = _single_link(shared_of)
+    dirty = np.zeros(capacity_bps.size, dtype=np.int64)  # per link: its members' cap changes since sorted
+    unfrozen = np.zeros(n, dtype=np.bool_)
+    members_left = np.zeros(capacity_bps.size, dtype=np.int64)
+    rows = 4 * n + 16
+    event_s = np.empty(rows)
+    event_sent = np.empty((rows, n))
+    event_rate = np.empty((rows, n))
+    events = 0
+    next_start = 0
+    last_s = 0.0
+    booked = _INF
+    for i in range(n):  # the entries must increase: what the SimPy engine checks at every change
+        for k in range(bp_off[i] + 1, bp_off[i + 1]):
+            if not bp_s[k] > bp_s[k - 1]:
+                return BAD_NEXT, i, bp_s[k], end, sent, last_s, 0, event_s, event_sent, event_rate
+        if bp_off[i + 1] > bp_off[i] and not tail_s[i] > bp_s[bp_off[i + 1] - 1]:
+            return BAD_NEXT, i, tail_s[i], end, sent, last_s, 0, event_s, event_sent, event_rate
+    while True:
+        t_start = start_s[order[next_start]] if next_start < order.size else _INF
+        t_change = _INF
+        for i in range(n):
+            if change_at[i] < t_change:
+                t_change = change_at[i]
+        t = min(t_start, t_change, booked)
+        if t == _INF:
+            break
+        if t_change == t:  # a change past the listing: the caller extends the horizon
+            for i in range(n):
+                if change_at[i] == t and pos[i] + 1 >= bp_off[i + 1]:
+                    return NEED_HORIZON, i, t, end, sent, last_s, events, event_s, event_sent, event_rate
+        if t > last_s:  # integrate what the running flows sent since the last instant
+            for i in range(n):
+                if active[i]:
+                    sent[i] += rate[i] / _BITS_PER_BYTE * (t - last_s)
+            last_s = t
+        request = False
+        if t == booked:  # the booked completion: flows within rounding of their size end
+            booked = _INF
+            finished = 0
+            closest = -1
+            closest_s = _INF
+            for i in range(n):
+                if active[i]:
+                    left = size_bytes[i] - sent[i]
+                    if left <= _DONE_RTOL * size_bytes[i] or rate[i] == _INF:
+                        active[i] = False
+                        sent[i] = size_bytes[i]
+                        end[i] = t
+                        change_at[i] = _INF
+                        finished += 1
+                    else:
+                        wait = left * _BITS_PER_BYTE / rate[i] if rate[i] > 0.0 else _INF
+                        if closest < 0 or wait < closest_s:
+                            closest, closest_s = i, wait
+            if finished == 0 and closest >= 0:  # rounding left a sliver: finish the closest flow
+                active[closest] = False
+                sent[closest] = size_bytes[closest]
+                end[closest] = t
+                change_at[closest] = _INF
+            request = True
+        if t_change == t:  # client links that change now (finished flows no longer listen)
+            for i in range(n):
+                if change_at[i] == t:
+                    pos[i] += 1
+                    if bp_bps[pos[i]] != cap[i]:
+                        cap[i] = bp_bps[pos[i]]
+                        _mark(i, shared_of, dirty)
+                        request = True
+                    change_at[i] = _next_change(i, pos, bp_off, bp_s, tail_s, until_s)
+        while next_start < order.size and start_s[order[next_start]] == t:
+            i = order[next_start]
+            next_start += 1
+            pos[i] = bp_off[i]
+            cap[i] = bp_bps[pos[i]]
+            _mark(i, shared_of, dirty)
+            if size_bytes[i] <= 0.0:
+                end[i] = t
+                continue
+            active[i] = True
+            change_at[i] = _next_change(i, pos, bp_off, bp_s, tail_s, until_s)
+            request = True
+        if not request:
+            continue
+        # one reallocation at this instant; book the next completion
+        count = 0
+        for i in range(n):
+            rate[i] = 0.0
+            if active[i]:
+                run[count] = i
+                count += 1
+        if count and single >= 0:  # every path is this one shared link: one water level
+            _sort_members(link_off, link_flows, cap, dirty)
+            members_left[single] = count
+            total = 0.0
+            for i in run[:count]:
+                total += cap[i]
+            level = _level(single, cap, active, members_left, total, capacity_bps, link_off, link_flows)
+            for i in run[:count]:
+                rate[i] = min(cap[i], level)
+        elif count:
+            _sort_members(link_off, link_flows, cap, dirty)
+            _allocate(run[:count], cap, active, shared_of, capacity_bps, link_off, link_flows, rate, unfrozen,
+                      members_left)
+        if events == event_s.size:
+            event_s = np.concatenate((event_s, np.empty(event_s.size)))
+            event_sent = _grow(event_sent)
+            event_rate = _grow(event_rate)
+        event_s[events] = t
+        event_sent[events] = sent
+        event_rate[events] = rate
+        events += 1
+        booked = _INF  # this reallocation supersedes the completion booked before (SimPy: a stale version)
+        wait_s = _INF
+        for i in run[:count]:
+            left_s = (size_bytes[i] - sent[i]) * _BITS_PER_BYTE / rate[i] if rate[i] > 0.0 else _INF
+            wait_s = min(wait_s, left_s)
+        if math.isfinite(wait_s) and t + wait_s <= until_s:
+            booked = t + max(wait_s, 0.0)
+    # the flows still running at the horizon: their bytes up to it
+    if math.isfinite(until_s) and until_s > last_s:
+        for i in range(n):
+            if active[i]:
+                sent[i] += rate[i] / _BITS_PER_BYTE * (until_s - last_s)
+    return OK, -1, 0.0, end, sent, last_s, events, event_s, event_sent, event_rate
+
+
+@njit(cache=True)
+def _members(shared_of: np.ndarray, links: int):  # pragma: no cover - compiled
+    """Each shared link's flows as a CSR list (``offsets``, ``flows``), a
+    flow once per link however often its path names it."""
+    count = np.zeros(links + 1, dtype=np.int64)
+    for i in range(shared_of.shape[0]):
+        for j in range(shared_of.shape[1]):
+            link = shared_of[i, j]
+            if link >= 0 and not _named_before(shared_of, i, j):
+                count[link + 1] += 1
+    offsets = np.cumsum(count)
+    flows = np.empty(offsets[-1], dtype=np.int64)
+    fill = offsets[:-1].copy()
+    for i in range(shared_of.shape[0]):
+        for j in range(shared_of.shape[1]):
+            link = shared_of[i, j]
+            if link >= 0 and not _named_before(shared_of, i, j):
+                flows[fill[link]] = i
+                fill[link] += 1
+    return offsets, flows
+
+
+@njit(cache=True)
+def _named_before(shared_of: np.ndarray, i: int, j: int) -> bool:  # pragma: no cover - compiled
+    """Whether flow ``i``'s path names its j-th link already before it."""
+    for k in range(j):  # noqa: SIM110 (a plain loop compiles; a generator in any() does not)
+        if shared_of[i, k] == shared_of[i, j]:
+            return True
+    return False
+
+
+@njit(cache=True)
+def _mark(flow: int, shared_of: np.ndarray, dirty: np.ndarray) -> None:  # pragma: no cover - compiled
+    """Count a cap change of ``flow`` on the links it crosses (their member
+    lists need sorting again)."""
+    for j in range(shared_of.shape[1]):
+        if shared_of[flow, j] >= 0:
+            dirty[shared_of[flow, j]] += 1
+
+
+@njit(cache=True)
+def _sort_members(link_off: np.ndarray, link_flows: np.ndarray, cap: np.ndarray,
+                  dirty: np.ndarray) -> None:  # pragma: no cover - compiled
+    """Sort the member lists of the links with changed caps by cap: an
+    insertion sort after a few changes (O(m) each), a Shell sort after many
+    (every client link changing on the AR(1) grid; Ciura, "Best increments
+    for the average case of Shellsort", FCT 2001)."""
+    for link in range(dirty.size):
+        if dirty[link] == 0:
+            continue
+        start, stop = link_off[link], link_off[link + 1]
+        for gap in _GAPS:  # Shell sort with Ciura's gaps; after a few changes only the last, insertion, pass
+            if gap > 1 and (dirty[link] <= 8 or gap >= stop - start):
+                continue
+            for a in range(start + gap, stop):
+                flow = link_flows[a]
+                b = a - gap
+                while b >= start and cap[link_flows[b]] > cap[flow]:
+                    link_flows[b + gap] = link_flows[b]
+                    b -= gap
+                link_flows[b + gap] = flow
+        dirty[link] = 0
+
+
+@njit(cache=True)
+def _level(link: int, cap: np.ndarray, unfrozen: np.ndarray, left: np.ndarray, total: float,
+           residual: np.ndarray, link_off: np.ndarray, link_flows: np.ndarray) -> float:  # pragma: no cover - compiled
+    """The water level of ``link`` over its unfrozen flows
+    (`fedsim.system.jitnet.water_level` on its members, read in cap order;
+    ``total``: their caps' sum; inf: it cannot saturate)."""
+    room = max(residual[link], 0.0)
+    if not total > room:
+        return _INF
+    below = 0.0
+    q = 0
+    for a in range(link_off[link], link_off[link + 1]):
+        flow = link_flows[a]
+        if unfrozen[flow]:
+            level = (room - below) / (left[link] - q)
+            if level <= cap[flow]:
+                return level
+            below += cap[flow]
+            q += 1
+    return room / left[link]  # unreachable but for NaN caps (as water_level)
+
+
+@njit(cache=True)
+def _allocate(run: np.ndarray, cap: np.ndarray, active: np.ndarray, shared_of: np.ndarray,
+              capacity_bps: np.ndarray, link_off: np.ndarray, link_flows: np.ndarray, rate: np.ndarray,
+              unfrozen: np.ndarray, left: np.ndarray) -> None:  # pragma: no cover - compiled
+    """Max-min rates of the running flows ``run`` into ``rate`` (module
+    docstring; the steps and float operations of
+    `fedsim.system.network.path_max_min`). ``unfrozen`` and ``left`` are
+    scratch arrays (flows; links: unfrozen members)."""
+    links = capacity_bps.size
+    residual = capacity_bps.copy()
+    level = np.full(links, _INF)
+    live = np.zeros(links, dtype=np.bool_)
+    left[:] = 0
+    total = np.zeros(links)  # the unfrozen members' finite caps per link (the water level's "fits" test)
+    unbounded = np.zeros(links, dtype=np.int64)  # and how many are infinite
+    for i in run:
+        rate[i] = cap[i]
+        unfrozen[i] = True
+        for j in range(shared_of.shape[1]):
+            if shared_of[i, j] >= 0 and not _named_before(shared_of, i, j):
+                left[shared_of[i, j]] += 1
+                if cap[i] == _INF:
+                    unbounded[shared_of[i, j]] += 1
+                else:
+                    total[shared_of[i, j]] += cap[i]
+    for link in range(links):
+        if left[link]:
+            live[link] = True
+            level[link] = _level(link, cap, unfrozen, left, _INF if unbounded[link] else total[link], residual,
+                                         link_off, link_flows)
+    while True:
+        best = -1
+        best_level = _INF
+        for link in range(links):  # the first link of the smallest level
+            if live[link] and (best < 0 or level[link] < best_level):
+                best = link
+                best_level = level[link]
+        if best < 0:
+            break
+        live[best] = False
+        if best_level == _INF:
+            break  # no shared link can saturate: every unfrozen flow runs at its cap
+        start, stop = link_off[best], link_off[best + 1]
+        for a in range(start, stop):  # freeze the link's flows
+            if unfrozen[link_flows[a]]:
+                rate[link_flows[a]] = min(cap[link_flows[a]], best_level)
+        for j in range(shared_of.shape[1]):  # column by column, as numpy's subtract.at (in cap order)
+            for a in range(start, stop):
+                i = link_flows[a]
+                if unfrozen[i] and shared_of[i, j] >= 0:
+                    residual[shared_of[i, j]] -= rate[i]
+        for a in range(start, stop):
+            i = link_flows[a]
+            if unfrozen[i]:
+                unfrozen[i] = False
+                for j in range(shared_of.shape[1]):
+                    link = shared_of[i, j]
+                    if link >= 0 and not _named_before(shared_of, i, j):
+                        left[link] -= 1
+                        if cap[i] == _INF:
+                            unbounded[link] -= 1
+                        else:
+                            total[link] -= cap[i]
+                        if live[link] and link != best:
+                            level[link] = -1.0  # touched: recompute below
+        for link in range(links):  # only the links the frozen flows cross change
+            if live[link] and level[link] == -1.0:
+                if left[link]:
+                    level[link] = _level(link, cap, unfrozen, left, _INF if unbounded[link] else total[link], residual,
+                                         link_off, link_flows)
+                else:
+                    live[link] = False
+    for i in run:
+        unfrozen[i] = False
+
+
+@njit(cache=True)
+def _single_link(shared_of: np.ndarray) -> int:  # pragma: no cover - compiled
+    """The one shared link that is every flow's whole path, else -1."""
+    if shared_of.shape[0] == 0 or shared_of[0, 0] < 0:
+        return -1
+    for i in range(shared_of.shape[0]):
+        for j in range(shared_of.shape[1]):
+            if shared_of[i, j] != (shared_of[0, 0] if j == 0 else -1):
+                return -1
+    return shared_of[0, 0]
