@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from fedsim.config import Scenario
+    from fedsim.learn.spec import MethodConfig
 
 #: Cost model of the time estimate: seconds on one core of the development
 #: machine (2-core x86-64, torch 2.13 CPU, otherwise idle), calibrated from the
@@ -52,16 +53,20 @@ def client_samples_total(scenario: Scenario) -> int:
     return int(DATASETS[scenario.data.dataset].train_size - scenario.data.unlabeled)
 
 
-def round_s(scenario: Scenario) -> float:
+def round_s(scenario: Scenario, method: MethodConfig | None = None) -> float:
     """Estimated seconds (one thread) of one FedAvg round of ``scenario``:
     local training of every client's samples for ``fl.local_epochs``, then the
-    evaluation on the test set. Equal for dense and pruned methods."""
+    evaluation on the test set. Equal for dense and pruned methods. For an
+    asynchronous ``method`` (FedBuff, ``method.asynchronous``) a round is a
+    server step: the local training of ``buffer_size`` mean clients, then the
+    same evaluation."""
     from fedsim.data import DATASETS
 
     test_images = DATASETS[scenario.data.dataset].test_size
-    return (client_samples_total(scenario) * scenario.fl.local_epochs
-            * COST_MODEL["fedavg_s_per_sample_epoch"]
-            + test_images * COST_MODEL["eval_s_per_test_image"])
+    training_s = client_samples_total(scenario) * scenario.fl.local_epochs * COST_MODEL["fedavg_s_per_sample_epoch"]
+    if method is not None and method.asynchronous is not None:
+        training_s *= method.asynchronous.buffer_size / scenario.data.partition.num_clients
+    return training_s + test_images * COST_MODEL["eval_s_per_test_image"]
 
 
 def pretrain_epoch_s(scenario: Scenario) -> float:

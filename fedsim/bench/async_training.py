@@ -17,9 +17,9 @@ pipeline does:
   between the ends of server steps ``warm`` and ``warm + window`` (steady
   state: the 100 updates started at time 0, all from version 0, are trained
   in one batch before it). Between those ends the trainer trains exactly the
-  plan's updates that start from versions ``warm + 1 .. warm + window`` (it
-  trains a version's updates right after making it), so that count over the
-  elapsed time is the rate;
+  updates of its mixed-version batches (`fedsim.learn.asynchronous.
+  training_batches`) that train before steps ``warm + 1 .. warm + window``,
+  so that count over the elapsed time is the rate;
 * ``async_over_sync_train``: sync rate / async rate (target <= 1.5).
 
 Reference and candidate are interleaved ``repeats`` times and the best of
@@ -80,7 +80,7 @@ def bench_async_training(*, clients: int = 100, concurrency: int = 100, buffer_s
     Raises:
         ValueError: a window that leaves no update to time.
     """
-    from fedsim.learn.asynchronous import train_async
+    from fedsim.learn.asynchronous import train_async, training_batches
 
     cfg = FLConfig(local_epochs=local_epochs)
     data = random_clients(clients, 400)
@@ -88,9 +88,9 @@ def bench_async_training(*, clients: int = 100, concurrency: int = 100, buffer_s
     init = init_params(LENET_SIZES, "glorot_uniform", torch.Generator().manual_seed(0))
     mask = Mask.dense(layer_shapes(LENET_SIZES))
     plan = fedbuff_plan(clients, concurrency, buffer_size, warm + window + concurrency // buffer_size)
-    timed = sum(1 for step in plan for u in step if warm < u.start_version <= warm + window)
+    timed = sum(len(b.members) for b in training_batches(plan) if warm < b.step <= warm + window)
     if timed == 0:
-        raise ValueError(f"no update of the plan starts from versions {warm + 1}..{warm + window}")
+        raise ValueError(f"no batch of the plan trains before steps {warm + 1}..{warm + window}")
 
     def sync_rate() -> float:
         marks: dict[int, float] = {}

@@ -113,7 +113,10 @@ class _BatchedMLP:
 
     def train_round(self, params: Params, schedule: RoundSchedule) -> Params:
         """Run every participant's local SGD of one round; returns the K trained
-        models stacked (views into this object's buffers, valid until the next call)."""
+        models stacked (views into this object's buffers, valid until the next call).
+        ``params``: the model every participant starts from, or one per
+        participant stacked (``[K, ...]``, the asynchronous trainer's mixed
+        versions; FedProx then pulls each towards its own)."""
         k_count = int(schedule.client_ids.size)
         self._allocate(k_count)
         dev = self.device
@@ -127,7 +130,7 @@ class _BatchedMLP:
         b3.copy_(params.biases[2].expand(k_count, d3))
         # FedProx's anchor: the round's global model, layer 1's bias as row d0 (as in w1)
         self.anchor = None if not self.cfg.proximal_mu else (
-            torch.cat([params.weights[0], params.biases[0].unsqueeze(0)]).to(dev),
+            torch.cat([params.weights[0], params.biases[0].unsqueeze(-2)], dim=-2).to(dev),
             *(t.to(dev) for t in (params.weights[1], params.biases[1], params.weights[2], params.biases[2])))
         arrays = (
             torch.from_numpy(schedule.indices).to(dev),
@@ -149,6 +152,8 @@ class _BatchedMLP:
         w1, w2, b2, w3, b3 = self.w1[first:last], self.w2[first:last], self.b2[first:last], self.w3[first:last], self.b3[first:last]
         m1, m2, m3 = self.masks
         anchor, prox = self.anchor, lr * float(self.cfg.proximal_mu)  # FedProx: w -= lr μ (w - w_global)
+        if anchor is not None and anchor[0].dim() == 3:  # one anchor per participant
+            anchor = tuple(a[first:last] for a in anchor)
         steps = schedule.local_steps[first:last]
         active = torch.from_numpy(steps).to(self.device) if anchor is not None else None
         w1_weights = w1[:, :d0]

@@ -139,11 +139,15 @@ class GenericTrainer:
         self._grads = StackedGrads(self.module) if self.engine == "stacked" else torch.vmap(torch.func.grad(loss))
 
     def train_round(self, params: Params, schedule: RoundSchedule) -> Params:
-        """Every participant's local SGD of one round; their K models stacked."""
+        """Every participant's local SGD of one round; their K models stacked.
+        ``params``: the model every participant starts from, or one per
+        participant stacked (``[K, ...]``: FedProx pulls each towards its own)."""
         k_count = int(schedule.client_ids.size)
         named = self.spec.layout.to_named(params.to(self.device))
-        self._anchor = named if self.cfg.proximal_mu else None  # FedProx: the round's global model
-        stacked = {name: t.unsqueeze(0).repeat(k_count, *([1] * t.dim())) for name, t in named.items()}
+        self._anchor = named if self.cfg.proximal_mu else None  # FedProx: the round's global model(s)
+        self._own_anchors = params.weights[0].dim() == 3
+        stacked = {name: t.clone() if self._own_anchors else t.unsqueeze(0).repeat(k_count, *([1] * t.dim()))
+                   for name, t in named.items()}
         rows = torch.from_numpy(schedule.indices).to(self.device)
         labels = torch.from_numpy(schedule.labels).to(self.device)
         weights = torch.from_numpy(schedule.weights).to(self.device)
@@ -169,7 +173,7 @@ class GenericTrainer:
             prox = None if self._anchor is None else self._prox_weight(schedule.local_steps[first:last], t, lr)
             for name, p in block.items():
                 if prox is not None:  # + μ (θ_k - θ): θ_k -= lr μ (θ_k - θ)
-                    p.lerp_(self._anchor[name], prox if isinstance(prox, float) else prox.view(k, *[1] * (p.dim() - 1)))
+                    p.lerp_(self._anchor[name][first:last] if self._own_anchors else self._anchor[name], prox if isinstance(prox, float) else prox.view(k, *[1] * (p.dim() - 1)))
                 p.sub_(grads[name], alpha=lr)
                 m = self.masks.get(name)
                 if m is not None:

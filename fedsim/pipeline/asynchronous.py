@@ -115,8 +115,13 @@ def step_plan(schedule: AsyncSchedule) -> list[list[AsyncUpdate]]:
 def async_train_entry(scenario: Scenario, method: MethodConfig, plan: list[list[AsyncUpdate]],
                       device: torch.device) -> store.CacheEntry:
     """The training entry of an asynchronous method: its training facts (data,
-    ``fl``, start, device) and the plan it replays."""
+    ``fl``, start, device), the plan it replays and how the trainer batches
+    it (`fedsim.learn.asynchronous.BATCHING`: the float rounding of an
+    update depends on its batch, so a change of policy is a new entry)."""
+    from fedsim.learn.asynchronous import BATCHING
+
     key = {**train_facts(scenario, method, device), "asynchronous": config.section_key(method.asynchronous),
+           "batching": BATCHING,
            "plan": store.stable_hash([[(u.client, u.start_version, repr(u.weight)) for u in step]
                                       for step in plan])}
     return store.CacheEntry("train", store.stable_hash(key))

@@ -117,7 +117,7 @@ def plan_tasks(scenario: Scenario, base_dir: Path | None, reference_model: bool
             exact = exact or derived
         done[train] = probe.train_rounds(exact, scenario) if exact else -1
         tasks.append(StageTask(label, index, {train: rounds, sim: 0},
-                               {train: rounds * cost.round_s(scenario),
+                               {train: rounds * cost.round_s(scenario, method),
                                 sim: cost.simulation_s(scenario)},
                                {pre: needed} if reference_model else {}))
     if reference_model and done[pre] < levels:
@@ -414,7 +414,8 @@ def run_parallel(scenario: Scenario, base_dir: Path | None, policy: RunPolicy, *
             bar.skip("pretrain", work["pretrain"])
         cached = [label for label in scenario.methods if label not in ids]
         if cached and "train" in work:
-            bar.skip("train", work["train"] * len(cached) / len(scenario.methods),
+            bar.skip("train", scenario.rounds.max * sum(cost.round_s(scenario, scenario.methods[label])
+                                                         for label in cached),
                      f"{len(cached)} method(s) cached")
         outcomes = execute(tasks, done, schedule, make_job, bar)
     described["tasks"] = {task_id: {"seconds": round(o.seconds, 2), "torch_threads": o.threads,

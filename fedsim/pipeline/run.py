@@ -119,9 +119,10 @@ def run_work(scenario: Scenario, iterations: int) -> dict[str, float]:
     ``iterations`` IMP levels' epochs) and ``train`` (every method's
     ``rounds.max`` rounds), in estimated seconds of the cost model
     (`fedsim.cost`). Pruned methods' rounds weigh what dense ones do: training
-    is dense."""
+    is dense. An asynchronous method's rounds are server steps of
+    ``buffer_size`` updates each (`cost.round_s` with the method)."""
     return {"pretrain": iterations * scenario.pretrain.epochs * cost.pretrain_epoch_s(scenario),
-            "train": len(scenario.methods) * scenario.rounds.max * cost.round_s(scenario)}
+            "train": scenario.rounds.max * sum(cost.round_s(scenario, m) for m in scenario.methods.values())}
 
 
 def _policy(policy: RunPolicy | None, force: bool, progress: bool, cached_only: bool,

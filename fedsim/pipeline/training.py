@@ -236,7 +236,7 @@ def train_stage(scenario: Scenario, label: str, start_params: Any, mask: Mask, d
         KeyboardInterrupt: after checkpointing every finished round.
     """
     wanted = scenario.rounds.max
-    round_s = cost.round_s(scenario)
+    round_s = cost.round_s(scenario, scenario.methods[label])  # an asynchronous method's: a server step's
     loaded = load_or_resume(entry, source, policy, label, device)
     trace, state = loaded if loaded is not None else (None, None)
     done = trace.num_rounds if trace is not None else 0
