@@ -32,6 +32,8 @@ from paper.traces import ROUND_COLUMNS
 
 #: the target marked in the accuracy_vs_* figures (the paper's)
 PAPER_TARGET = 0.95
+#: display labels of methods defined on the command line (scripts/paper_tables.py's RANDOM41, RANDOM21)
+LABELS = {"random41": "random-pruning-0.41", "random21": "random-pruning-0.21"}
 #: seed -> line style in accuracy_seeds.png (seeds beyond the list repeat it)
 SEED_LINES = ["-", "--", ":", "-."]
 #: (x, file stem, caption) of the curves figures; not wall-clock time: in the
@@ -107,7 +109,7 @@ def accuracy_curves(traces: pd.DataFrame, out_dir: Path, seed: int = 0) -> list[
     info = {m: {"remaining_rate": float(r["remaining_rate"].iloc[0]), "params": int(r["params"].iloc[0])}
             for m, r in data.groupby("method")}
     metrics = fm.metrics_table(rounds, TARGETS, info)
-    method_style = MethodStyle.build({"methods": order}, order)
+    method_style = MethodStyle.build({"methods": order, "labels": LABELS}, order)
     written = []
     with matplotlib.rc_context(style.RC):
         for x, stem, caption in CURVES:

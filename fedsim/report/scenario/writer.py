@@ -37,10 +37,11 @@ from fedsim.report.scenario import asynchronous as A
 from fedsim.report.scenario import clients as C
 from fedsim.report.scenario import curves as F
 from fedsim.report.scenario import energy as E
+from fedsim.report.scenario import informative as I
 from fedsim.report.scenario.tables import BREAKDOWN_COLUMNS, metrics_tables, summary_markdown
 from fedsim.report.style import RC
 from fedsim.store import write_text
-from fedsim.store.artifacts import SUMMARY
+from fedsim.store.artifacts import FIGURES_DIR, SUMMARY
 from fedsim.system.frames import PHASE_TIME_COLUMNS, TIMELINE_KEY_COLUMNS
 
 # The timeline columns the figures read: the system stage's keys and phase
@@ -94,6 +95,10 @@ def write_report(
     round of the method with the most dropped clients); the ECDF of client
     round times; the metrics table. The Gantt chart and the ECDF need a
     non-empty ``timeline``; the breakdown needs the ``mean_*_s`` columns.
+    Figures that the frames fix by construction (an idealised system: TTA =
+    CTA, constant phase times, identical clients) are left out, listed in
+    summary.md, and an earlier run's images of them deleted
+    (`fedsim.report.scenario.informative`).
     With energy (rounds.csv's ``cum_energy_j``, the timeline's
     ``E.TIMELINE_ENERGY_COLUMNS``): accuracy vs cumulative energy (ETA) and
     the per-client energy distribution.
@@ -196,6 +201,13 @@ def write_report(
             )
         )
 
+    # figures fixed by construction (an idealised system) are left out; an
+    # explicit ``gantt_rounds`` keeps the Gantt chart
+    dropped = I.left_out(rounds, timeline if has_timeline else None, BREAKDOWN_COLUMNS)
+    if gantt_rounds is not None:
+        dropped.pop("client_gantt", None)
+    builders = [b for b in builders if b[0] not in dropped]
+
     with matplotlib.rc_context(RC):
         title = (
             title_page(
@@ -212,7 +224,13 @@ def write_report(
     written, figure_links = render_figures(
         out_dir, builders, title, chosen, dpi, report.name or "fedsim report", RC
     )
-    write_text(out_dir / SUMMARY, summary_markdown(tables, report, figure_links, rounds,
-                                                        A.async_markdown(asynchronous, style)))
+    for name in dropped:  # an earlier run's image of a figure now left out
+        for fmt in chosen:
+            (out_dir / FIGURES_DIR / f"{name}.{fmt}").unlink(missing_ok=True)
+    markdown = summary_markdown(tables, report, figure_links, rounds, A.async_markdown(asynchronous, style))
+    if dropped:
+        markdown += "\nLeft out because they carry no information here:\n\n" + "".join(
+            f"- {name}: {why}\n" for name, why in dropped.items())
+    write_text(out_dir / SUMMARY, markdown)
     written[SUMMARY] = out_dir / SUMMARY
     return written

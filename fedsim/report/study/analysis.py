@@ -226,17 +226,27 @@ def metric_grid(
 def ranking_flips(grid: Grid, link_labels: Mapping[float, str], max_pairs: int = 12) -> list[str]:
     """Lines saying where, along the link axis, the best configuration changes
     and which pairs of configurations swap order (both reached by every seed
-    at both neighbouring link values)."""
+    at both neighbouring link values). An exact tie is no order: a pair with
+    equal means at either value does not swap, and the best "changes" only
+    when the new best is strictly ahead of the old one there (else the line
+    says that they tie)."""
     lines: list[str] = []
     best = grid.best()
     for j in range(1, len(grid.link_values)):
         left, right = link_labels[grid.link_values[j - 1]], link_labels[grid.link_values[j]]
         before, after = best[j - 1], best[j]
+
+        def mean(i: int, col: int) -> float:
+            return grid.cells[i][col].mean if grid.cells[i][col].reached else math.inf
+
         if before is not None and after is not None and before != after:
-            lines.append(
-                f"- best changes between {left} and {right}: "
-                f"{grid.configs[before].label} → {grid.configs[after].label}"
-            )
+            old, new = grid.configs[before].label, grid.configs[after].label
+            if mean(before, j) == mean(after, j):
+                lines.append(f"- at {right}: {old} = {new} (tie for best)")
+            elif mean(before, j - 1) == mean(after, j - 1):
+                lines.append(f"- at {left}: {old} = {new} (tie for best); at {right}: {new} ahead")
+            else:
+                lines.append(f"- best changes between {left} and {right}: {old} → {new}")
         rank_before = {i: r for r, i in enumerate(grid.ranking(j - 1))}
         rank_after = {i: r for r, i in enumerate(grid.ranking(j))}
         common = sorted(set(rank_before) & set(rank_after))
@@ -244,6 +254,8 @@ def ranking_flips(grid: Grid, link_labels: Mapping[float, str], max_pairs: int =
             (a, b)
             for a, b in itertools.combinations(common, 2)
             if (rank_before[a] < rank_before[b]) != (rank_after[a] < rank_after[b])
+            and mean(a, j - 1) != mean(b, j - 1)
+            and mean(a, j) != mean(b, j)
         ]
         if before is not None and after is not None:
             # the change of the best is said above

@@ -369,9 +369,14 @@ def metrics_along_axis(
         ax.set_ylabel(unit)
         if log_x:
             ax.set_xscale("log")
-        if axis in value_labels and len(x_values) <= 8:
+        if axis in value_labels:
+            # at most 8 labelled ticks (every k-th value), in the axis' own units ("5 Mbps")
+            every = -(-len(x_values) // 8)
             ax.set_xticks(
-                x_values, [value_labels[axis][v] for v in x_values], rotation=30, ha="right"
+                x_values,
+                [value_labels[axis][v] if k % every == 0 else "" for k, v in enumerate(x_values)],
+                rotation=30,
+                ha="right",
             )
             ax.xaxis.set_minor_formatter(FuncFormatter(lambda value, _: ""))
         ax.set_xlabel(report.axis_title(axis), fontsize=7.5)

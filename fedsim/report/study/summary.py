@@ -72,11 +72,16 @@ def sweep_summary(
     value_labels: Mapping[str, Mapping[float, str]],
     figure_links: Sequence[tuple[str, str]] = (),
     energy_grids: Mapping[tuple[float, int], Grid] | None = None,
+    left_out: Sequence[tuple[str, str]] = (),
 ) -> str:
     """summary.md of a sweep: its axes and seeds, then per target (and facet of
     the other axes) the best configuration per link value, the ranking flips
     and the table of mean TTA; with ``energy_grids`` (the same cells ranked by
-    ETA@x, `metric_grid(..., "eta_j")`), the best configuration by energy too."""
+    ETA@x, `metric_grid(..., "eta_j")`), the best configuration by energy too.
+    A target no configuration reached at any link value gets one line instead
+    of its tables. ``left_out``: (caption, reason) of each figure the report
+    did not draw because it carries no information
+    (`fedsim.report.study.informative`), listed under the figures."""
     lines = [f"# {report.name or 'fedsim sweep'}", ""]
     description = report.description.strip()
     if description:
@@ -109,6 +114,10 @@ def sweep_summary(
         where = f" ({facet_text(facet, value_labels)})" if facet else ""
         labels = value_labels[link] if link else {}
         lines += [f"## Best configuration per {report.axis_title(link or '')} at {at}{where}", ""]
+        if not any(cell.n_reached for row in grid.cells for cell in row):
+            lines += [f"No configuration reached {at} in any seed at any "
+                      f"{report.axis_title(link or '')} value.", ""]
+            continue
         best = grid.best()
         rows = []
         for j, value in enumerate(grid.link_values):
@@ -180,8 +189,12 @@ def sweep_summary(
         "among cells every seed reached. Traffic in decimal units (1 MB = 10^6 B).",
         "",
     ]
-    if figure_links:
+    if figure_links or left_out:
         lines += ["## Figures", ""]
         for caption, path in figure_links:
             lines += [f"![{caption}]({path})", ""]
+    if left_out:
+        lines += ["Left out because they carry no information here:", ""]
+        lines += [f"- {caption}: {why}" for caption, why in left_out]
+        lines.append("")
     return "\n".join(lines).rstrip() + "\n"

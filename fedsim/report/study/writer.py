@@ -38,12 +38,14 @@ from fedsim.report.study.analysis import (
     facets,
     metric_grid,
     report_targets,
+    select_rows,
 )
 from fedsim.report.study.figures import metrics_along_axis, tta_heatmap
+from fedsim.report.study.informative import grid_has_data, informative_metrics
 from fedsim.report.study.summary import sweep_summary
 from fedsim.report.style import RC
 from fedsim.store import write_text
-from fedsim.store.artifacts import SUMMARY
+from fedsim.store.artifacts import FIGURES_DIR, SUMMARY
 
 
 def _slug(text: str) -> str:
@@ -52,6 +54,19 @@ def _slug(text: str) -> str:
 
 def _target_slug(target: float) -> str:
     return format_target(target).replace(" %", "").replace(".", "p")
+
+
+def _flat_reason(sweep: pd.DataFrame, target: float, dropped: Sequence[tuple[str, str, str]],
+                 axis_title: str) -> str:
+    """Why the metric panels ``dropped`` are left out of an along-axis figure
+    (`informative.varies_along`): reached by no seed at ``target``, or
+    constant along the axis."""
+    rows = select_rows(sweep, target_accuracy=float(target))
+    unreached = [t for c, t, _ in dropped if not rows[c].astype(float).notna().any()]
+    constant = [t for _, t, _ in dropped if t not in unreached]
+    parts = ([f"{', '.join(constant)} constant along {axis_title}"] if constant else []) + (
+        [f"{', '.join(unreached)} not reached in any seed"] if unreached else [])
+    return "; ".join(parts)
 
 
 
@@ -107,6 +122,7 @@ def write_sweep_report(
     along = [link or axes[0]] if zipped else axes
 
     builders: list[tuple[str, str, Any]] = []
+    left_out: list[tuple[str, str, str]] = []  # (file stem, caption, why): `informative`
     grids: dict[tuple[float, int], Grid] = {}
     energy_grids: dict[tuple[float, int], Grid] = {}
     if link is not None:
@@ -117,6 +133,10 @@ def write_sweep_report(
                 where = f" ({facet_text(facet, value_labels)})" if facet else ""
                 suffix = f"_{k + 1}" if len(cuts) > 1 else ""
                 title = f"Time to {format_target(target)} accuracy{where}"
+                if not grid_has_data(grid):
+                    left_out.append((f"heatmap_tta_{_target_slug(target)}{suffix}", title,
+                                     f"no configuration reached {format_target(target)} in any seed"))
+                    continue
                 builders.append(
                     (
                         f"heatmap_tta_{_target_slug(target)}{suffix}",
@@ -140,23 +160,29 @@ def write_sweep_report(
                         )
                     )
     for axis in along:
+        others_of = [a for a in along if a != axis and not report.is_rate_axis(a)]
         for target in targets:
-            builders.append(
-                (
-                    f"along_{_slug(axis)}_{_target_slug(target)}",
-                    f"Metrics along {report.axis_title(axis)} at {format_target(target)}",
-                    lambda a=axis, t=target: metrics_along_axis(
-                        sweep, a, along, t, configs, style, report
-                    ),
-                )
-            )
-            if by_energy:
+            for stem, what, all_metrics in (("along", "Metrics", SWEEP_METRICS),
+                                            ("energy_along", "Energy", ENERGY_METRICS)):
+                if stem == "energy_along" and not by_energy:
+                    continue
+                name = f"{stem}_{_slug(axis)}_{_target_slug(target)}"
+                caption = f"{what} along {report.axis_title(axis)} at {format_target(target)}"
+                shown = informative_metrics(sweep, axis, target, all_metrics, others_of,
+                                            report.is_rate_axis(axis))
+                dropped = [m for m in all_metrics if m[0] in sweep.columns and m not in shown]
+                why = _flat_reason(sweep, target, dropped, report.axis_title(axis))
+                if not shown:
+                    left_out.append((name, caption, why))
+                    continue
+                if dropped:
+                    caption += f" (left out: {why})"
                 builders.append(
                     (
-                        f"energy_along_{_slug(axis)}_{_target_slug(target)}",
-                        f"Energy along {report.axis_title(axis)} at {format_target(target)}",
-                        lambda a=axis, t=target: metrics_along_axis(
-                            sweep, a, along, t, configs, style, report, metrics=ENERGY_METRICS
+                        name,
+                        caption,
+                        lambda a=axis, t=target, m=tuple(shown): metrics_along_axis(
+                            sweep, a, along, t, configs, style, report, metrics=m
                         ),
                     )
                 )
@@ -176,9 +202,13 @@ def write_sweep_report(
     written, links = render_figures(
         out_dir, builders, title, chosen, dpi, report.name or "fedsim sweep", RC
     )
+    for stem, _, _ in left_out:  # an earlier run's image of a figure now left out
+        for fmt in chosen:
+            (out_dir / FIGURES_DIR / f"{stem}.{fmt}").unlink(missing_ok=True)
     write_text(
         out_dir / SUMMARY,
-        sweep_summary(sweep, report, grids, cuts, link, value_labels, links, energy_grids),
+        sweep_summary(sweep, report, grids, cuts, link, value_labels, links, energy_grids,
+                      left_out=[(caption, why) for _, caption, why in left_out]),
     )
     written[SUMMARY] = out_dir / SUMMARY
     return written
