@@ -14,6 +14,9 @@ neither jumps to a short ETA nor counts the cache reads as speed:
   measured (training while pre-training runs) borrows the rate of all the
   work measured so far, which assumes the cost model's ratio between kinds;
   the ETA is then printed with a ``~``.
+* a run that stops at its targets (``rounds.stop_when_reached``) may need
+  far fewer rounds than ``rounds.max``, which no estimate knows in advance:
+  its ETA, to ``rounds.max``, is printed as an upper bound (``ETA <=``).
 
 Display: on a terminal, one line redrawn in place (carriage return), with log
 records printed above it; otherwise (a log file, CI) a plain line every
@@ -103,11 +106,15 @@ class Progress:
 
     def __init__(self, what: str, work: Mapping[str, float], *, enabled: bool = True,
                  stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic,
-                 interactive: bool | None = None, every_s: float | None = None) -> None:
+                 interactive: bool | None = None, every_s: float | None = None,
+                 upper_bound: bool = False) -> None:
         for kind, total in work.items():
             if not (math.isfinite(total) and total >= 0):
                 raise ValueError(f"progress work {kind!r}: {total!r} must be a finite number >= 0")
         self.what = what
+        #: the work may end early (a run that stops at its targets): the ETA
+        #: is then an upper bound, printed as ``ETA <=``
+        self.upper_bound = upper_bound
         self.kinds = {kind: _Kind(float(total)) for kind, total in work.items()}
         self.enabled = enabled
         self.stream = stream if stream is not None else sys.stderr
@@ -184,6 +191,8 @@ class Progress:
         """The progress line as plain text (no ``[fedsim]`` prefix)."""
         eta, estimated = self.eta_s()
         eta_text = "?" if eta is None else ("~" if estimated else "") + format_clock(eta)
+        if self.upper_bound and eta is not None:
+            eta_text = "<=" + eta_text
         head = f"{self.text}, " if self.text else ""
         return (f"{head}{100 * self.fraction:.0f}% of {self.what}, "
                 f"elapsed {format_clock(self.clock() - self.started)}, ETA {eta_text}")

@@ -60,6 +60,15 @@ def test_eta_rates_only_computed_work_and_excludes_cached_work() -> None:
     assert bar.eta_s() == (0.0, False)
 
 
+def test_a_run_that_may_stop_early_prints_its_eta_as_an_upper_bound() -> None:
+    bar, clock, _ = make({"train": 100.0}, upper_bound=True)
+    clock.now = 10.0
+    bar.advance("train", 50.0)  # 50 units in 10 s: 50 left take 10 s at most
+    assert bar.line().endswith("ETA <=10s")
+    bar.upper_bound = False
+    assert bar.line().endswith("ETA 10s")
+
+
 def test_time_before_a_skip_is_not_counted_as_work() -> None:
     """A skip marks the clock: the seconds spent before it (reading the cache,
     loading data) do not slow the rate of the work computed after it."""

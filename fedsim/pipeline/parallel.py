@@ -407,7 +407,8 @@ def run_parallel(scenario: Scenario, base_dir: Path | None, policy: RunPolicy, *
              schedule.workers, schedule.threads, schedule.reason, len(tasks),
              ", ".join(t.id for t in tasks))
     work = work or {}
-    with Progress("scenario", work, enabled=policy.progress and bool(work)) as bar:
+    with Progress("scenario", work, enabled=policy.progress and bool(work),
+                  upper_bound=scenario.rounds.stop_when_reached) as bar:
         # what no task computes is done already: cached pre-training, cached methods
         ids = {t.id for t in tasks}
         if PRETRAIN not in ids and "pretrain" in work:

@@ -219,7 +219,8 @@ def compute(scenario: Scenario, *, base_dir: Path | None = None, force: bool = F
     else:
         timer.seconds.pop("parallel", None)
     # one line over the whole run: every pre-training epoch and every method's rounds
-    with (bar or Progress("scenario", run_work(scenario, iterations), enabled=policy.progress)) as bar, \
+    with (bar or Progress("scenario", run_work(scenario, iterations), enabled=policy.progress,
+                          upper_bound=scenario.rounds.stop_when_reached)) as bar, \
             torch_threads(parallel.get("threads") if parallel["workers"] == 1 else None):
         with timer.stage("pretrain"):
             # LeNet-300-100 always starts from the ticket's θ0; lenet-5 (conv DAE) only when a
