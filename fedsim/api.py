@@ -4,8 +4,8 @@ datasets and methods, and get pandas frames back (docs/python-api.md).
 The command line is a thin shell over the same functions: a scenario given to
 `run` is validated as ``fedsim scenario`` validates it (`fedsim.config.load`
 and `fedsim.config.from_dict`, then every input file before any stage runs),
-and runs through `fedsim.pipeline.run` (with a report) or
-`fedsim.pipeline.compute` (frames only); `study` is `fedsim.study.run`;
+and runs through `fedsim.pipeline.runner` (with a report) or
+`fedsim.pipeline.compute` (frames only); `study` is `fedsim.study.runner`;
 `replay` is `fedsim.replay.run.replay`. Bad input raises
 `fedsim.errors.InputError` (the CLI's exit status 2) with the message the CLI
 prints.
@@ -322,7 +322,7 @@ def study(path: str | Path, *, overrides: Sequence[str] = (), out: str | Path | 
         out: the study's outputs (default ``reports/<study name>/``); a study
             always writes them.
         executor, workers: ``local`` (``workers=1``: in this process) or ``ray``.
-        cached_only: train nothing (see `fedsim.study.run.run`).
+        cached_only: train nothing (see `fedsim.study.runner.run`).
 
     Raises:
         InputError: an invalid study file, executor or output directory.

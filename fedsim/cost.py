@@ -1,7 +1,7 @@
 """The cost model: estimated seconds of the heavy stages of a scenario.
 
 One home for what a stage is expected to cost, read by the study planner
-(`fedsim.study.plan`: the estimated time and the scheduling order of a sweep)
+(`fedsim.study.planner`: the estimated time and the scheduling order of a sweep)
 and by the progress display (`fedsim.progress`: the weight of a pre-training
 epoch against a training round, so that one bar spans a whole scenario).
 

@@ -160,7 +160,7 @@ def test_an_interrupted_async_training_resumes_to_the_same_trace(tiny_async: Pat
 
 def test_the_study_plan_finds_the_async_stages(tmp_path: Path, cache_root: Path) -> None:
     from fedsim.study import load as load_study
-    from fedsim.study.plan import plan
+    from fedsim.study.planner import plan
 
     base = _write(tmp_path, {**TINY_ASYNC, "rounds": {"max": 3, "checkpoint_every": 2}})
     study_path = tmp_path / "study.yaml"
@@ -194,7 +194,7 @@ def test_the_study_plan_finds_the_async_stages(tmp_path: Path, cache_root: Path)
 def test_a_bad_async_config_exits_2_naming_the_key(tiny_async: Path, tmp_path: Path, override: str, key: str,
                                                    capsys: pytest.CaptureFixture[str],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    run_module = importlib.import_module("fedsim.pipeline.run")  # the package re-exports run()
+    run_module = importlib.import_module("fedsim.pipeline.runner")  # the package exports run(), a function
 
     monkeypatch.setattr(run_module, "prepare_data", lambda *a, **k: pytest.fail("a stage ran"))
     assert _run(tiny_async, tmp_path / "out", "--set", override) == 2

@@ -249,7 +249,7 @@ def test_a_model_that_does_not_fit_exits_2_before_any_stage(tmp_path: Path, monk
 
     from fedsim.cli import main
 
-    pipeline_run = importlib.import_module("fedsim.pipeline.run")
+    pipeline_run = importlib.import_module("fedsim.pipeline.runner")
 
     def no_stage(*args: object, **kwargs: object) -> None:
         raise AssertionError("a stage ran")

@@ -134,7 +134,7 @@ def test_a_bad_device_trace_exits_2_before_any_stage(tmp_path, monkeypatch, caps
     def no_stage(*_args, **_kwargs):
         raise AssertionError("a stage ran")
 
-    monkeypatch.setattr(importlib.import_module("fedsim.pipeline.run"), "prepare_data", no_stage)
+    monkeypatch.setattr(importlib.import_module("fedsim.pipeline.runner"), "prepare_data", no_stage)
     (tmp_path / "dev.csv").write_text("client_id,s_per_sample\n0,0.01\n1,0.01\n2,-1\n3,0.01\n")
     tiny = TINY.read_text().replace('    rtt: "50 ms"\n', '    rtt: "50 ms"\n    device_trace: dev.csv\n')
     (tmp_path / "s.yaml").write_text(tiny)

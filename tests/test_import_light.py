@@ -1,5 +1,7 @@
-"""The edge does not import the engine: loading and validating a scenario, and
-``fedsim validate``, import neither torch nor simpy (docs/performance.md).
+"""The edge does not import the engine: loading and validating a scenario or a
+study, ``fedsim validate``, and the light modules of the pipeline and the study
+(`fedsim.pipeline.keys`, `fedsim.study.spec`) import neither torch nor simpy
+(docs/performance.md).
 
 Each check runs in a fresh interpreter, since this test process has imported
 everything already. Times are not asserted (they depend on the machine); this
@@ -55,16 +57,63 @@ assert main(["validate", "scenarios/paper.yaml", "--set", "methods.hp-fl.level=9
     assert _heavy_modules_after(code) == []
 
 
+def test_validate_a_study_is_light():
+    """``fedsim validate STUDY.yaml`` loads the study and its base scenario,
+    expands every cell, and rejects a bad override, all without torch."""
+    code = """
+from fedsim.cli import main
+assert main(["validate", "scenarios/studies/link_vs_pruning.yaml"]) == 0
+assert main(["validate", "scenarios/studies/link_vs_pruning.yaml", "--set", "study.seeds=x"]) == 2
+"""
+    assert _heavy_modules_after(code) == []
+
+
+@pytest.mark.parametrize("code", [
+    "from fedsim.pipeline import keys",
+    "from fedsim.study import spec",
+    "from fedsim import pipeline, study",
+    "from fedsim.study import load; load('scenarios/studies/link_vs_pruning.yaml')",
+])
+def test_pipeline_and_study_imports_are_light(code):
+    """The pipeline's and the study's package ``__init__`` load nothing until
+    a name is used, so their light submodules stay light."""
+    assert _heavy_modules_after(code) == []
+
+
+def test_no_submodule_is_named_like_an_export():
+    """Importing ``fedsim.pipeline.run`` would set ``pipeline.run`` to the
+    module and hide the function (hence `runner`, `planner`)."""
+    import pkgutil
+
+    from fedsim import data, learn, pipeline, study, system
+
+    for package in (data, learn, pipeline, study, system):
+        names = {info.name for info in pkgutil.iter_modules(package.__path__)}
+        assert names.isdisjoint(package.__all__), (package.__name__, names & set(package.__all__))
+
+
 def test_the_packages_still_export_their_names():
     """The lazy package namespaces give the same objects as their modules."""
-    from fedsim import data, learn, system
+    import importlib
+
+    from fedsim import data, learn, pipeline, study, system
     from fedsim.data import datasets
     from fedsim.learn import federated, model
     from fedsim.system import sim
 
     assert learn.train is federated.train and learn.LENET_SIZES is model.LENET_SIZES
     assert system.simulate is sim.simulate and data.DATASETS is datasets.DATASETS
-    for package in (data, learn, system):
+    runner = importlib.import_module("fedsim.pipeline.runner")
+    study_runner = importlib.import_module("fedsim.study.runner")
+    planner = importlib.import_module("fedsim.study.planner")
+    assert pipeline.run is runner.run and pipeline.compute is runner.compute
+    assert study.run is study_runner.run and study.plan is planner.plan
+    assert callable(pipeline.run) and callable(study.run) and callable(study.plan)
+    training = importlib.import_module("fedsim.pipeline.training")
+    assert pipeline._load_checkpoint is training.load_checkpoint  # the older private name
+    assert study.OUTPUTS is importlib.import_module("fedsim.store.artifacts").STUDY_OUTPUTS
+    assert pipeline.PAPER_REFERENCE is importlib.import_module("fedsim.report.reference").PAPER_REFERENCE
+    for package in (data, learn, pipeline, study, system):
         assert all(hasattr(package, name) for name in package.__all__), package.__name__
         assert set(package.__all__) <= set(dir(package))
         with pytest.raises(AttributeError):

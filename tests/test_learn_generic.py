@@ -214,7 +214,7 @@ def test_bad_factory_exits_2_before_any_stage(factories: str, tmp_path: Path, ca
 
     from fedsim.cli import main
 
-    pipeline_run = importlib.import_module("fedsim.pipeline.run")  # the package's `run` is a function
+    pipeline_run = importlib.import_module("fedsim.pipeline.runner")  # the package's `run` is a function
 
     def no_stage(*args: object, **kwargs: object) -> None:
         raise AssertionError("a stage ran")
@@ -245,7 +245,7 @@ def test_a_pruned_method_on_a_factory_model_is_a_validation_error(tmp_path: Path
 def test_cnn_scenario_runs_end_to_end_with_scaled_compute(tmp_path: Path, cache_root: Path) -> None:
     from fedsim.config import load as load_scenario
     from fedsim.pipeline.keys import system_facts
-    from fedsim.pipeline.run import compute
+    from fedsim.pipeline.runner import compute
 
     scenario = load_scenario(tiny_cnn_scenario(tmp_path, "{arch: lenet-5}"))
     result = compute(scenario)

@@ -15,7 +15,7 @@ import yaml
 from fedsim import config, cost, pipeline, progress, study
 from fedsim.cli import main
 from fedsim.progress import Progress, format_clock
-from fedsim.study.run import _execute
+from fedsim.study.runner import _execute
 
 
 class FakeClock:

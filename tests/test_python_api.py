@@ -169,7 +169,7 @@ def test_a_factory_that_does_not_import_stops_before_any_stage(
         cache_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib
 
-    pipeline_run = importlib.import_module("fedsim.pipeline.run")
+    pipeline_run = importlib.import_module("fedsim.pipeline.runner")
 
     def no_stage(*args: object, **kwargs: object) -> None:
         raise AssertionError("a stage ran")

@@ -18,8 +18,8 @@ from fedsim import config
 from fedsim.cost import COST_MODEL
 from fedsim.progress import Progress
 from fedsim.study.executors import TaskOutcome
-from fedsim.study.plan import TaskPlan, _simulate_schedule
-from fedsim.study.run import _execute
+from fedsim.study.planner import TaskPlan, _simulate_schedule
+from fedsim.study.runner import _execute
 from fedsim.study.schedule import Scheduler, default_workers, threads_for, threads_when_busy
 from fedsim.study.spec import Cell
 

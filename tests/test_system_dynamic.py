@@ -288,7 +288,7 @@ def test_a_bad_trace_exits_2_before_any_stage(tmp_path, monkeypatch, capsys):
 
     from fedsim.cli import main
 
-    pipeline_run = importlib.import_module("fedsim.pipeline.run")
+    pipeline_run = importlib.import_module("fedsim.pipeline.runner")
 
     def no_stage(*_args, **_kwargs):
         raise AssertionError("a stage ran")

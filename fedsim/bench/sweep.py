@@ -1,6 +1,6 @@
 """The study benchmark (``fedsim bench`` part "sweep"): a 100-cell link-speed
 study of the paper setup whose training trace is cached, run through the real
-code path (`fedsim.study.run`, local executor).
+code path (`fedsim.study.runner`, local executor).
 
 The cached trace is a SYNTHETIC STAND-IN (`synthetic_trace`): training the
 paper setup for 3000 rounds takes hours, and its accuracy values do not change

@@ -3,7 +3,7 @@
 A scenario names its user data (``data.npz``) and an external partition
 (``data.partition.file``) by path, relative to the scenario file's folder as
 ``system.clients.trace`` is. `resolve_data_files`, called when a run starts
-(`fedsim.pipeline.run.compute`), before any stage:
+(`fedsim.pipeline.runner.compute`), before any stage:
 
 * makes both paths absolute (so the data stage, which has no folder, finds them);
 * loads and checks the npz (`fedsim.data.user.load_npz`) and the sizes that

@@ -13,7 +13,7 @@ A scenario names a plugin as a method ``kind``:
 Validating a scenario checks only the syntax (or that the entry point exists:
 package metadata, nothing imported), so ``fedsim validate`` imports no torch.
 The module is imported when a run starts (`check_methods`, called by
-`fedsim.pipeline.run.compute` before any stage).
+`fedsim.pipeline.runner.compute` before any stage).
 
 The hook contract (``object`` may be a module, a class, an instance or a
 `fedsim.learn.methods.Method`; attributes are read once, at import):

@@ -18,7 +18,7 @@ The modules, one concept each:
 * `stages`: the pre-training and system stages (load, or compute and save);
 * `training`: the training stage (resume, continue, checkpoint on interrupt);
 * `policy`: `RunPolicy` (force, cached-only, continue-from, progress);
-* `run`: `compute` (every stage), `join` (the tables), `run` (and the outputs);
+* `runner`: `compute` (every stage), `join` (the tables), `run` (and the outputs);
 * `outputs`: the staged output files, provenance, the summary line.
 
 Each stage's cache key hashes only the config it reads (``config.section_key``
@@ -30,57 +30,39 @@ run resumes from the last checkpoint and, since every random stream is keyed by
 File names are decided in `fedsim.store.artifacts`.
 """
 
-from typing import Any
+# Names are imported on first use (PEP 562), so that ``from fedsim.pipeline
+# import keys`` (the study planner, ``fedsim validate``) does not import torch;
+# see docs/performance.md and tests/test_import_light.py. No submodule is named
+# like an exported name (`runner` exports `run`): importing a submodule sets
+# the package attribute of its name, which would hide the function.
+from fedsim import lazy
 
-from fedsim.pipeline.data import SHARED_DATA, Data, DataCache, client_samples, prepare_data
-from fedsim.pipeline.keys import (
-    SYSTEM_MODEL_VERSION,
-    data_key,
-    device_type,
-    everyone_every_round,
-    method_key,
-    needed_iterations,
-    participation_key,
-    pretrain_key,
-    system_group,
-    system_key,
-    trace_sha256,
-    train_group,
-    train_key,
-)
-from fedsim.pipeline.outputs import (
-    OUTPUTS,
-    git_commit,
-    provenance,
-    remove_stale_staging,
-    summary_line,
-    write_outputs,
-)
-from fedsim.pipeline.policy import RunPolicy
-from fedsim.pipeline.run import MethodResult, ScenarioResult, Timer, compute, join, run, run_work
-from fedsim.pipeline.stages import (
-    compute_device,
-    method_counts,
-    payload_and_work,
-    pretrain_stage,
-    read_entry,
-    system_stage,
-)
-from fedsim.pipeline.training import load_checkpoint, train_entry, train_stage
-from fedsim.store.artifacts import STAGING_PREFIX
+_EXPORTS: dict[str, str] = {
+    "SHARED_DATA": "data", "Data": "data", "DataCache": "data", "client_samples": "data",
+    "prepare_data": "data",
+    **dict.fromkeys(("SYSTEM_MODEL_VERSION", "data_key", "device_type", "everyone_every_round",
+                     "method_key", "needed_iterations", "participation_key", "pretrain_key",
+                     "system_group", "system_key", "trace_sha256", "train_group", "train_key"), "keys"),
+    **dict.fromkeys(("OUTPUTS", "git_commit", "provenance", "remove_stale_staging", "summary_line",
+                     "write_outputs"), "outputs"),
+    "RunPolicy": "policy",
+    **dict.fromkeys(("MethodResult", "ScenarioResult", "Timer", "compute", "join", "run", "run_work"),
+                    "runner"),
+    **dict.fromkeys(("compute_device", "method_counts", "payload_and_work", "pretrain_stage",
+                     "read_entry", "system_stage"), "stages"),
+    **dict.fromkeys(("load_checkpoint", "train_entry", "train_stage"), "training"),
+    "STAGING_PREFIX": "fedsim.store.artifacts",
+    # The paper's values live with the report (fedsim.report.reference).
+    "PAPER_REFERENCE": "fedsim.report.reference", "reference_for": "fedsim.report.reference",
+}
 
-#: The older private name, kept for callers that used it.
-_load_checkpoint = load_checkpoint
+_lazy_getattr, __dir__ = lazy.exports(globals(), _EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    # The paper's values live with the report (fedsim.report.reference); they are
-    # read from here lazily, so that importing the pipeline does not import the report.
-    if name in ("PAPER_REFERENCE", "reference_for"):
-        from fedsim.report import reference
-
-        return getattr(reference, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def __getattr__(name: str) -> object:
+    if name == "_load_checkpoint":  # the older private name, kept for callers that used it
+        return _lazy_getattr("load_checkpoint")
+    return _lazy_getattr(name)
 
 
 __all__ = [

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
     from fedsim.learn.asynchronous import AsyncUpdate
     from fedsim.learn.masks import Mask
-    from fedsim.pipeline.run import ScenarioResult
+    from fedsim.pipeline.runner import ScenarioResult
     from fedsim.report.scenario.asynchronous import AsyncSummary
     from fedsim.system.asynchronous import AsyncSchedule
     from fedsim.system.payload import Payload

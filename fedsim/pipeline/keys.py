@@ -41,16 +41,18 @@ converse holds up to those swaps (tests/test_keys.py states and checks it).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from fedsim import config, store
 from fedsim.config import Scenario
 from fedsim.learn import methods as learn_methods
 from fedsim.learn.spec import MethodConfig
 from fedsim.system import payload as system_payload
+
+if TYPE_CHECKING:  # torch is imported where a key needs it: the keys module stays light
+    import torch
 
 #: The simulator's timing model, part of every system key: bumped when the
 #: model changes, so entries simulated under an older one are recomputed
@@ -163,6 +165,8 @@ def device_type(scenario: Scenario) -> str:
     machine without a GPU; only computing a missing stage needs the device
     (`fedsim.pipeline.stages.compute_device`)."""
     if scenario.device == "auto":
+        import torch  # only torch knows whether CUDA is usable here
+
         return "cuda" if torch.cuda.is_available() else "cpu"
     return scenario.device
 
@@ -371,6 +375,8 @@ def train_group(scenario: Scenario, label: str, base_dir: Path) -> str:
     mean equal traces; two cells whose different configs happen to aggregate
     the same clients get two groups).
     """
+    import torch
+
     method = scenario.methods[label]
     device = torch.device(device_type(scenario))
     if method.asynchronous is not None:  # the replayed plan comes from the whole FedBuff schedule

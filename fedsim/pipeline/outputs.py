@@ -25,7 +25,7 @@ from fedsim import __version__, config, store
 from fedsim.learn.model import device_name
 from fedsim.pipeline.asynchronous import async_summaries
 from fedsim.pipeline.keys import device_type
-from fedsim.pipeline.run import ScenarioResult
+from fedsim.pipeline.runner import ScenarioResult
 from fedsim.report.inputs import ScenarioReportInput
 from fedsim.store.artifacts import SCENARIO_OUTPUTS, STAGING_PREFIX
 

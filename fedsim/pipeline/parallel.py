@@ -95,8 +95,8 @@ class StageJob:
 def plan_tasks(scenario: Scenario, base_dir: Path | None, reference_model: bool
                ) -> tuple[list[StageTask], dict[StageKey, int]]:
     """The tasks with work to do and what the cache holds (stage -> levels or
-    rounds, -1: nothing), probed like a study's (`fedsim.study.plan.CacheProbe`)."""
-    from fedsim.study.plan import CacheProbe
+    rounds, -1: nothing), probed like a study's (`fedsim.study.planner.CacheProbe`)."""
+    from fedsim.study.planner import CacheProbe
 
     base = Path(base_dir) if base_dir is not None else Path(".")
     probe = CacheProbe(base)
@@ -208,7 +208,7 @@ def run_stage_task(job: StageJob) -> TaskOutcome:
         if job.task_id == PRETRAIN:
             from fedsim.data.resolve import resolve_data_files
             from fedsim.pipeline.data import prepare_data
-            from fedsim.pipeline.run import resolve_model
+            from fedsim.pipeline.runner import resolve_model
             from fedsim.pipeline.stages import pretrain_stage
 
             scenario = resolve_data_files(job.scenario, base)
@@ -217,7 +217,7 @@ def run_stage_task(job: StageJob) -> TaskOutcome:
                            policy=job.policy, bar=bar, model=resolve_model(scenario))
             stages, cache_keys = {"pretrain": time.perf_counter() - start}, {}
         else:
-            from fedsim.pipeline.run import compute
+            from fedsim.pipeline.runner import compute
 
             result = compute(select_methods(job.scenario, [job.task_id]), base_dir=base,
                              policy=job.policy, workers=1, bar=bar)

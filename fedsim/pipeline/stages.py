@@ -111,7 +111,7 @@ def pretrain_stage(scenario: Scenario, data: Data, iterations: int, device: torc
     resolved classifier (`fedsim.learn.zoo.ModelSpec`) of a model with a
     convolutional DAE (lenet-5), whose θ0 gives the DAE's encoder and the
     head (`fedsim.learn.pretrain.initial_dae`); None for LeNet-300-100, or
-    resolved here (`fedsim.pipeline.run.resolve_model`) for lenet-5.
+    resolved here (`fedsim.pipeline.runner.resolve_model`) for lenet-5.
 
     Raises:
         InputError: ``policy.cached_only`` and the cache lacks the levels; or
@@ -133,7 +133,7 @@ def pretrain_stage(scenario: Scenario, data: Data, iterations: int, device: torc
     device = compute_device(device, f"pre-training to IMP level {iterations}")
     arch = scenario.model.autoencoder or "lenet-300-100"
     if model is None and arch != "lenet-300-100":
-        from fedsim.pipeline.run import resolve_model  # run imports this module
+        from fedsim.pipeline.runner import resolve_model  # runner imports this module
 
         model = resolve_model(scenario)
     theta0, head = initial_dae(arch, scenario.seed, init=scenario.model.init,

@@ -5,7 +5,7 @@ optionally who took part and how big the messages were. The replay runs the
 scenario's data and system stages for one method named after the run, takes
 the accuracy from the file instead of training, and writes the same report
 as ``fedsim scenario`` (metrics.csv, rounds.csv, timeline, summary.md,
-figures, Gantt): `fedsim.pipeline.run.join` and
+figures, Gantt): `fedsim.pipeline.runner.join` and
 `fedsim.pipeline.outputs.write_outputs`, unchanged.
 
 The replayed method's payload and work fraction come from its mask: a label
@@ -36,7 +36,7 @@ from fedsim.learn.spec import MethodConfig
 from fedsim.learn.trace import CLIENT_COLUMNS, TrainingTrace
 from fedsim.pipeline.data import prepare_data
 from fedsim.pipeline.keys import device_type, method_error, needed_iterations
-from fedsim.pipeline.run import MethodResult, ScenarioResult, Timer, join
+from fedsim.pipeline.runner import MethodResult, ScenarioResult, Timer, join
 from fedsim.pipeline.stages import payload_and_work, pretrain_stage, system_stage
 from fedsim.replay.runfile import RunFile, read_run
 from fedsim.replay.simulate import RoundPayload, simulate_replay

@@ -4,7 +4,7 @@ A task (`Task`: one method of one cell) is ``pipeline.compute`` of the cell
 restricted to that method; `run_task` returns its metrics frame as a
 `TaskOutcome` (small: timelines stay in the cache), or the error, never raising,
 so every executor reports a failed task alike. An executor has one interface,
-used by ``fedsim.study.run._execute``: ``slots()`` (tasks it can take now),
+used by ``fedsim.study.runner._execute``: ``slots()`` (tasks it can take now),
 ``running()``, ``submit(task, threads)``, ``wait_any()`` (the outcomes of the
 tasks that ended) and ``close(wait)``.
 """
@@ -30,7 +30,7 @@ from fedsim import pipeline, store
 from fedsim.config import Scenario
 from fedsim.errors import InputError
 from fedsim.pipeline import keys
-from fedsim.study.plan import TaskPlan
+from fedsim.study.planner import TaskPlan
 
 # the logger of fedsim.study before it became a package: log filters keep working
 log = logging.getLogger("fedsim.study")

@@ -30,7 +30,7 @@ from fedsim.study.executors import TaskOutcome
 from fedsim.study.spec import Cell, Study
 
 if TYPE_CHECKING:  # run.py builds the result and imports this module
-    from fedsim.study.run import StudyResult
+    from fedsim.study.runner import StudyResult
 
 
 def _task_ids(cell: Cell) -> list[tuple[str, str]]:

@@ -1,6 +1,6 @@
 """Which task of a study runs next, and with how many torch threads.
 
-A study runs as tasks (one method of one cell, `fedsim.study.plan.TaskPlan`),
+A study runs as tasks (one method of one cell, `fedsim.study.planner.TaskPlan`),
 each touching stages: a pre-training, a training and a system simulation,
 named by ``(stage, key)`` with a *demand* (pre-training levels, training rounds,
 0 for a simulation). Tasks of different cells share stages (one pre-training for
@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the plan builds tasks; the scheduler only reads them
-    from fedsim.study.plan import TaskPlan
+    from fedsim.study.planner import TaskPlan
 
 StageKey = tuple[str, str]  # (stage, key): ("train", "3fa2...")
 

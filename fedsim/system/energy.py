@@ -26,7 +26,7 @@ federated learning. The promotion delay itself is not simulated (the timeline
 is the simulator's); only its energy is counted.
 
 Energy enters no cache key: it is computed when the frames are joined
-(`fedsim.pipeline.run.join`) from the cached timeline and ``system.energy``.
+(`fedsim.pipeline.runner.join`) from the cached timeline and ``system.energy``.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from fedsim.study.executors import (
     TaskOutcome,
     import_ray,
 )
-from fedsim.study.plan import StudyPlan, TaskPlan, plan
+from fedsim.study.planner import StudyPlan, TaskPlan, plan
 from fedsim.study.schedule import Scheduler, threads_for
 from fedsim.study.spec import Study
 
