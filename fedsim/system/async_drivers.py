@@ -17,8 +17,8 @@
 * `CompiledEvents`: `Events` with its loop compiled
   (`fedsim.system.async_loop`): the phases, flows and drops run in one
   compiled call until the server must act (an update ended, a step or retry)
-  or a link series must be read; Python keeps the server (selection, steps)
-  and the series. The same schedule as `Events`, float for float
+  or a trace's link series must be read (AR(1) links are read in the loop,
+  `fedsim.system.async_links`); Python keeps the server (selection, steps). The same schedule as `Events`, float for float
   (tests/test_async_flows_jit.py); it is what `simulate_async` uses, `Events`
   the readable reference.
 
@@ -40,6 +40,7 @@ import numpy as np
 from fedsim.system import async_loop as loop
 from fedsim.system.async_flows import PathFlows, ReferencePathFlows
 from fedsim.system.async_jit import CAP, CHANGE, END
+from fedsim.system.async_links import AR1Table
 from fedsim.system.asynchronous import DEADLINE, DROPOUT, OFFLINE, OK, Protocol, Uniforms
 from fedsim.system.cells import ConstantSeries, PathLinks
 from fedsim.system.profiles import ClientProfiles
@@ -279,17 +280,25 @@ class CompiledEvents(_Driver):
         if not self.dynamic:  # ConstantSeries.segment: (bps[k], inf)
             self.clients[loop.CAP_DOWN] = self.series[0].bps
             self.clients[loop.CAP_UP] = self.series[1].bps
+        table = self.dynamic and AR1Table.supports(self.series)
+        if table:  # the loop reads base * exp(x_j) (`async_links.segment`)
+            self.clients[loop.CAP_DOWN] = self.series[0].base_bps
+            self.clients[loop.CAP_UP] = self.series[1].base_bps
         self.cap_down = self.clients[loop.CAP_DOWN].tolist()
         self.flt, self.ints = loop.layout(slots, self.shared_of_client.shape[1], paths.capacity_bps["downlink"].size,
                                           plan.n_clients)
         (self.sc_f, self.out_t, self.state, self.capacity, clients, self.sc_i, self.slot_update, self.fin, self.chg,
-         self.out_i, self.active, self.shared, shared_of_client) = loop.views.py_func(self.flt, self.ints)
+         self.out_i, self.active, self.shared, shared_of_client, row_of) = loop.views.py_func(self.flt, self.ints)
+        self.table = AR1Table(self.series, row_of) if table else None  # type: ignore[arg-type]
+        self.logs = self.table.logs if self.table else np.zeros((2, 1, 1))
         clients[:], shared_of_client[:] = self.clients, self.shared_of_client
         self.capacity[:] = np.stack([paths.capacity_bps["downlink"], paths.capacity_bps["uplink"]])
         self.sc_f[[loop.NEXT0, loop.NEXT1]] = math.inf
         self.sc_f[loop.UP_SIZE] = self.up_size
         self.sc_f[loop.DEADLINE_S] = self.deadline
-        self.sc_i[loop.DYNAMIC] = int(self.dynamic)
+        self.sc_i[loop.DYNAMIC] = loop.TABLE if table else loop.CALLER if self.dynamic else loop.STATIC
+        if self.table:
+            self.sc_f[[loop.INTERVAL0, loop.INTERVAL1]] = self.table.intervals_s
         self.state[:, [CHANGE, END]] = math.inf
         self.shared[:] = -1
         self.slot_update[:] = -1
@@ -335,7 +344,12 @@ class CompiledEvents(_Driver):
             upd_f[:u], upd_i[:u] = self.upd_f, self.upd_i
             self.upd_f, self.upd_i = upd_f, upd_i
         size = rec.down_size[u]
-        if not self.dynamic:
+        if self.table is not None:  # the loop reads the downlink from the table at the launch
+            cap_bps, change_s = math.nan, math.inf
+            if self.table.row_of[k] < 0:
+                self.table.add_row(k)
+                self.logs = self.table.logs
+        elif not self.dynamic:
             cap_bps, change_s = self.cap_down[k], math.inf
         elif size > 0:
             cap_bps, change_s = self._segment(0, k, t_s)
@@ -354,7 +368,7 @@ class CompiledEvents(_Driver):
         protocol.settle(0.0, self)
         t_s = 0.0
         while not protocol.done:
-            code = loop.run(self.flt, self.ints, self.upd_f, self.upd_i, self.heap_t, self.heap_i)
+            code = loop.run(self.flt, self.ints, self.upd_f, self.upd_i, self.heap_t, self.heap_i, self.logs)
             t_s = float(sc_f[loop.T_CUR])
             if sc_i[loop.N_OUT]:
                 ended = int(sc_i[loop.N_OUT])
@@ -381,6 +395,10 @@ class CompiledEvents(_Driver):
                 loop.resume_changes(self.flt, self.ints, self.upd_f, self.upd_i, self.heap_t, self.heap_i)
             elif code == loop.GROW:
                 self._room()
+            elif code == loop.GROW_LINKS:
+                self.table.grow(int(sc_i[loop.NEED_COLS]))  # type: ignore[union-attr]
+                self.logs = self.table.logs  # type: ignore[union-attr]
+                sc_i[loop.N_COLS] = self.table.cols  # type: ignore[union-attr]
             else:
                 raise ValueError("asynchronous schedule: nothing left to happen before the last step")
         return t_s

@@ -5,13 +5,16 @@
 events on a heap, with the flows in `fedsim.system.async_flows.PathFlows`.
 Only a few moments need the server (`fedsim.system.asynchronous.Protocol`):
 an update arrives or drops (its slot frees), a server step completes, the
-idle retry fires; and with time-varying client links, the series
-(`fedsim.system.dynamics.LinkSeries`) must be read when a flow starts or its
-link changes. `run` processes all other events itself and returns at those
-moments with a code (``INSTANT``: the events of instant ``T_CUR`` are done and
-an update ended or the server's state changed, so the server settles;
-``STEP`` and ``RETRY``: the protocol's events; ``SEG_UP`` and ``CHANGES``:
-segments to read; ``GROW``: the event heap needs room; ``EMPTY``: nothing
+idle retry fires; and with time-varying client links from a trace, the
+series (`fedsim.system.dynamics.LinkSeries`) must be read when a flow starts
+or its link changes. AR(1) links (``lte``, ``lognormal_ar1``) are read in the
+loop from a table of their log factors (`fedsim.system.async_links`), which
+the caller extends when the loop asks. `run` processes all other events
+itself and returns at those moments with a code (``INSTANT``: the events of
+instant ``T_CUR`` are done and an update ended or the server's state changed,
+so the server settles; ``STEP`` and ``RETRY``: the protocol's events;
+``SEG_UP`` and ``CHANGES``: segments to read; ``GROW``: the event heap needs
+room; ``GROW_LINKS``: the AR(1) table needs columns; ``EMPTY``: nothing
 left). `fedsim.system.async_drivers.CompiledEvents` is the Python side.
 
 The rules are `Events`' rules, step for step (tests/test_async_flows_jit.py
@@ -49,24 +52,28 @@ import numpy as np
 from numba import njit
 
 from fedsim.system.async_jit import CAP, CHANGE, ROWS, SENT, SIZE, advance, reallocate, step_due
+from fedsim.system.async_links import columns_for, segment
 
 __all__ = ["layout", "new_heap", "push", "resume_changes", "resume_up", "run", "stop_rest", "views"]
 
 # return codes of `run`
-INSTANT, STEP, RETRY, SEG_UP, CHANGES, GROW, EMPTY = range(7)
+INSTANT, STEP, RETRY, SEG_UP, CHANGES, GROW, EMPTY, GROW_LINKS = range(8)
 # event kinds (`async_drivers`' kinds; the protocol's STEP_DONE, RETRY)
 FINISH, HAS_MODEL, COMPUTE_END, UP_FLOW, QUIT, GONE, GONE_UP, CUT = range(8)
 STEP_DONE, RETRY_EVENT = 100, 101
 # reasons (`asynchronous`)
 OK, DROPOUT, DEADLINE, OFFLINE = 0, 1, 2, 3
-# sc_f: the current instant, each direction's now and next event, upload bytes, deadline (s after start)
-T_CUR, NOW0, NEXT0, NOW1, NEXT1, UP_SIZE, DEADLINE_S = range(7)
-SC_F = 7
+# sc_f: the current instant, each direction's now and next event, upload bytes, deadline (s after start),
+# each direction's AR(1) interval (s; links read from the table)
+T_CUR, NOW0, NEXT0, NOW1, NEXT1, UP_SIZE, DEADLINE_S, INTERVAL0, INTERVAL1 = range(9)
+SC_F = 9
 # sc_i: sequence number, heap size, ended updates listed, settle pending,
 # the update / direction / counts a SEG_UP or CHANGES return is about, dynamic links,
-# updates launched by `run` / handed over by the caller
-SEQ, HEAP_N, N_OUT, PENDING, ARG_U, ARG_D, N_DONE, N_CHANGED, DYNAMIC, LAUNCHED, N_UPD = range(11)
-SC_I = 11
+# updates launched by `run` / handed over by the caller, the table's columns filled / needed (``GROW_LINKS``)
+SEQ, HEAP_N, N_OUT, PENDING, ARG_U, ARG_D, N_DONE, N_CHANGED, DYNAMIC, LAUNCHED, N_UPD, N_COLS, NEED_COLS = range(13)
+SC_I = 13
+# sc_i[DYNAMIC]: constant links; links read by the caller (``SEG_UP``, ``CHANGES``); AR(1) links from the table
+STATIC, CALLER, TABLE = range(3)
 # upd_f columns: set by the caller (size of the download, when its client
 # quits into the computation, the start, its session's end, its downlink's
 # segment), then the phases and bytes
@@ -87,7 +94,7 @@ def layout(slots: int, path_links: int, links: int, clients: int) -> tuple[np.nd
     one float and one int array, so that a call passes few arguments (numba's
     dispatch costs about 0.25 µs per array argument)."""
     flt = np.zeros(SC_F + slots + 1 + 2 * ROWS * slots + 2 * links + 4 * clients)
-    ints = np.zeros(4 + SC_I + 3 * slots + 2 * (slots + 1) + 2 * slots + (slots + clients) * path_links,
+    ints = np.zeros(4 + SC_I + 3 * slots + 2 * (slots + 1) + 2 * slots + (slots + clients) * path_links + clients,
                     dtype=np.int64)
     ints[:4] = slots, path_links, links, clients
     return flt, ints
@@ -97,7 +104,7 @@ def layout(slots: int, path_links: int, links: int, clients: int) -> tuple[np.nd
 def views(flt: np.ndarray, ints: np.ndarray) -> tuple:
     """The named views of the packed state (`layout`): sc_f, out_t, state,
     capacity, clients, sc_i, slot_update, fin, chg, out_i, active (int 0/1),
-    shared, shared_of_client (module docstring). Also runs in Python
+    shared, shared_of_client, row_of (module docstring). Also runs in Python
     (``views.py_func``) on the same arrays."""
     slots, p, links, k = ints[0], ints[1], ints[2], ints[3]
     a = SC_F
@@ -120,7 +127,10 @@ def views(flt: np.ndarray, ints: np.ndarray) -> tuple:
     shared = ints[b:b + slots * p].reshape((slots, p))
     b += slots * p
     shared_of_client = ints[b:b + k * p].reshape((k, p))
-    return sc_f, out_t, state, capacity, clients, sc_i, slot_update, fin, chg, out_i, active, shared, shared_of_client
+    b += k * p
+    row_of = ints[b:b + k]
+    return (sc_f, out_t, state, capacity, clients, sc_i, slot_update, fin, chg, out_i, active, shared,
+            shared_of_client, row_of)
 
 
 def new_heap(capacity: int) -> tuple[np.ndarray, np.ndarray]:
@@ -268,12 +278,33 @@ def _resume_up(cap_bps: float, change_s: float, sc_f, sc_i, state, active, share
 
 
 @njit(cache=True)
+def _link(d: int, k: int, t_s: float, sc_f, clients, row_of, logs) -> tuple[float, float]:  # pragma: no cover
+    """Client ``k``'s link of direction ``d`` at ``t_s`` from the AR(1) table
+    (`fedsim.system.async_links.segment`; the caller made sure of its
+    columns): (cap in bits/s, next change in s)."""
+    return segment(logs[d, row_of[k]], clients[CAP_DOWN + d, k], sc_f[INTERVAL0 + d], t_s)
+
+
+@njit(cache=True)
+def _lacks_columns(t_s: float, sc_f, sc_i) -> bool:  # pragma: no cover - compiled
+    """True (and ``sc_i[NEED_COLS]`` set) when the AR(1) table cannot answer at ``t_s``."""
+    need = max(columns_for(t_s, sc_f[INTERVAL0]), columns_for(t_s, sc_f[INTERVAL1]))
+    if need <= sc_i[N_COLS]:
+        return False
+    sc_i[NEED_COLS] = need
+    return True
+
+
+@njit(cache=True)
 def _launch(u: int, sc_f, sc_i, state, active, shared, shared_of_client, capacity, clients, upd_f, upd_i,
-            slot_update, heap_t, heap_i) -> None:  # pragma: no cover - compiled
+            slot_update, heap_t, heap_i, row_of, logs) -> None:  # pragma: no cover - compiled
     """`Events.launch`: update ``u`` starts at its START_S (its CLIENT, SLOT
-    and the caller's columns set)."""
+    and the caller's columns set; with AR(1) links, CAP0 and CHANGE0 read
+    here from the table)."""
     k, slot, t_s = upd_i[u, CLIENT], upd_i[u, SLOT], upd_f[u, START_S]
     slot_update[slot] = u
+    if sc_i[DYNAMIC] == TABLE and upd_f[u, DOWN_SIZE] > 0:
+        upd_f[u, CAP0], upd_f[u, CHANGE0] = _link(0, k, t_s, sc_f, clients, row_of, logs)
     if upd_f[u, DOWN_SIZE] <= 0:
         upd_f[u, FLOW_DOWN_END] = t_s
         upd_f[u, DOWN_BYTES] = 0.0
@@ -289,19 +320,23 @@ def _launch(u: int, sc_f, sc_i, state, active, shared, shared_of_client, capacit
 
 @njit(cache=True)
 def _run(sc_f, sc_i, state, active, shared, shared_of_client, capacity, clients, upd_f, upd_i, slot_update,
-        heap_t, heap_i, out_t, out_i, fin, chg) -> int:  # pragma: no cover - compiled
+        heap_t, heap_i, out_t, out_i, fin, chg, row_of, logs) -> int:  # pragma: no cover - compiled
     """Launch the updates the caller handed over (``sc_i[LAUNCHED]`` to
     ``sc_i[N_UPD]``, in order: they started at ``T_CUR``), then process
     events in time order until the server or the caller is needed; the return
     code (module docstring), the instant in ``sc_f[T_CUR]``. ``GROW`` (before
-    anything is done) when the heap lacks room for ``4 * slots + 8`` more events."""
+    anything is done) when the heap lacks room for ``4 * slots + 8`` more
+    events; ``GROW_LINKS`` before an event whose link the AR(1) table cannot
+    yet answer (``sc_i[NEED_COLS]`` columns needed; nothing of it done)."""
     slots = active.shape[1]
-    dynamic = sc_i[DYNAMIC] != 0
+    mode = sc_i[DYNAMIC]
     if sc_i[HEAP_N] + 4 * slots + 8 > heap_t.size:
         return GROW
+    if mode == TABLE and sc_i[LAUNCHED] < sc_i[N_UPD] and _lacks_columns(sc_f[T_CUR], sc_f, sc_i):
+        return GROW_LINKS
     while sc_i[LAUNCHED] < sc_i[N_UPD]:
         _launch(sc_i[LAUNCHED], sc_f, sc_i, state, active, shared, shared_of_client, capacity, clients, upd_f,
-                upd_i, slot_update, heap_t, heap_i)
+                upd_i, slot_update, heap_t, heap_i, row_of, logs)
         sc_i[LAUNCHED] += 1
     while True:
         if sc_i[HEAP_N] + slots + 4 > heap_t.size:
@@ -316,15 +351,23 @@ def _run(sc_f, sc_i, state, active, shared, shared_of_client, capacity, clients,
             sc_f[T_CUR] = t_next
         t_s = sc_f[T_CUR]
         if sc_f[NEXT0] <= t_s or sc_f[NEXT1] <= t_s:
+            if mode == TABLE and _lacks_columns(t_s, sc_f, sc_i):
+                return GROW_LINKS
             d = 0 if sc_f[NEXT0] <= t_s else 1
             now, n_done, n_changed = step_due(sc_f[NOW0 + 2 * d], t_s, _DONE_RTOL, state[d], active[d], fin, chg)
             sc_f[NOW0 + 2 * d] = now
             sc_i[ARG_D], sc_i[N_DONE], sc_i[N_CHANGED] = d, n_done, n_changed
-            if n_changed > 0 and dynamic:
+            if n_changed > 0 and mode == CALLER:
                 return CHANGES
+            for j in range(n_changed if mode == TABLE else 0):  # `PathFlows.step`'s changed links, in slot order
+                slot = chg[j]
+                state[d, CAP, slot], state[d, CHANGE, slot] = _link(d, upd_i[slot_update[slot], CLIENT], t_s, sc_f,
+                                                                    clients, row_of, logs)
             _resume_changes(sc_f, sc_i, state, active, shared, capacity, clients, upd_f, upd_i, slot_update,
                            heap_t, heap_i, out_t, out_i, fin)
             continue
+        if mode == TABLE and heap_i[2, 0] == UP_FLOW and _lacks_columns(t_s, sc_f, sc_i):
+            return GROW_LINKS
         kind, u = _pop(heap_t, heap_i, sc_i)
         if kind == STEP_DONE:
             sc_i[PENDING] = 1
@@ -348,7 +391,11 @@ def _run(sc_f, sc_i, state, active, shared, shared_of_client, capacity, clients,
             if sc_f[UP_SIZE] <= 0:
                 upd_f[u, UP_BYTES] = 0.0
                 _end(u, t_s, OK, sc_i, upd_i, out_t, out_i)
-            elif dynamic:
+            elif mode == TABLE:
+                cap_bps, change_s = _link(1, k, t_s, sc_f, clients, row_of, logs)
+                _start_flow(1, upd_i[u, SLOT], k, sc_f[UP_SIZE], cap_bps, change_s, t_s, sc_f, state, active, shared,
+                            shared_of_client, capacity)
+            elif mode == CALLER:
                 sc_i[ARG_U] = u
                 return SEG_UP
             else:
@@ -383,18 +430,21 @@ def _stop_rest(n: int, t_s: float, sc_f, state, active, shared, capacity, upd_f,
 
 
 @njit(cache=True)
-def run(flt, ints, upd_f, upd_i, heap_t, heap_i) -> int:  # pragma: no cover - compiled
-    """`_run` on the packed state (`layout`): launch the handed-over updates,
+def run(flt, ints, upd_f, upd_i, heap_t, heap_i, logs) -> int:  # pragma: no cover - compiled
+    """`_run` on the packed state (`layout`) and the AR(1) table ``logs``
+    (`fedsim.system.async_links.AR1Table.logs`; any float (2, 1, 1) array
+    when the links are not read from it): launch the handed-over updates,
     process events until the server or the caller is needed; the code."""
-    sc_f, out_t, state, capacity, clients, sc_i, slot_update, fin, chg, out_i, active, shared, soc = views(flt, ints)
+    (sc_f, out_t, state, capacity, clients, sc_i, slot_update, fin, chg, out_i, active, shared, soc,
+     row_of) = views(flt, ints)
     return _run(sc_f, sc_i, state, active, shared, soc, capacity, clients, upd_f, upd_i, slot_update, heap_t,
-                heap_i, out_t, out_i, fin, chg)
+                heap_i, out_t, out_i, fin, chg, row_of, logs)
 
 
 @njit(cache=True)
 def resume_changes(flt, ints, upd_f, upd_i, heap_t, heap_i) -> None:  # pragma: no cover - compiled
     """`_resume_changes` on the packed state (after a ``CHANGES`` return)."""
-    sc_f, out_t, state, capacity, clients, sc_i, slot_update, fin, _, out_i, active, shared, _ = views(flt, ints)
+    sc_f, out_t, state, capacity, clients, sc_i, slot_update, fin, _, out_i, active, shared, _, _ = views(flt, ints)
     _resume_changes(sc_f, sc_i, state, active, shared, capacity, clients, upd_f, upd_i, slot_update, heap_t,
                     heap_i, out_t, out_i, fin)
 
@@ -402,12 +452,12 @@ def resume_changes(flt, ints, upd_f, upd_i, heap_t, heap_i) -> None:  # pragma: 
 @njit(cache=True)
 def resume_up(cap_bps: float, change_s: float, flt, ints, upd_i) -> None:  # pragma: no cover - compiled
     """`_resume_up` on the packed state (after a ``SEG_UP`` return)."""
-    sc_f, _, state, capacity, _, sc_i, _, _, _, _, active, shared, soc = views(flt, ints)
+    sc_f, _, state, capacity, _, sc_i, _, _, _, _, active, shared, soc, _ = views(flt, ints)
     _resume_up(cap_bps, change_s, sc_f, sc_i, state, active, shared, soc, capacity, upd_i)
 
 
 @njit(cache=True)
 def stop_rest(n: int, t_s: float, flt, ints, upd_f, upd_i) -> None:  # pragma: no cover - compiled
     """`_stop_rest` on the packed state."""
-    sc_f, _, state, capacity, _, _, _, _, _, _, active, shared, _ = views(flt, ints)
+    sc_f, _, state, capacity, _, _, _, _, _, _, active, shared, _, _ = views(flt, ints)
     _stop_rest(n, t_s, sc_f, state, active, shared, capacity, upd_f, upd_i)
