@@ -155,8 +155,9 @@ class AR1Series(LinkSeries):
         last -= last * step - t0_s > horizon_s
         latest = float(start.max(initial=0.0))  # a start's interval is at most this one's, plus one
         self._dense_logs(clients, max(last, math.floor((t0_s + latest) / step) + 2) + 1)
-        return LinkBreakpoints(*ar1_breakpoints(self._row_of[clients], self.base_bps[clients], start, t0_s, step,
-                                                last, self._table))
+        # t0_s as a float: SimPy's clock starts at the int 0, and an int would compile a second specialisation
+        return LinkBreakpoints(*ar1_breakpoints(self._row_of[clients], self.base_bps[clients], start, float(t0_s),
+                                                step, int(last), self._table))
 
     def _dense_logs(self, clients: np.ndarray, count: int) -> None:
         """Make the dense table hold rows for ``clients`` and at least
@@ -194,7 +195,9 @@ class AR1Series(LinkSeries):
         ``col`` (`log_factors`'s recursion, compiled, over all rows at once)."""
         from fedsim.system.jitlinks import ar1_chunk  # numba: only where the fast engine runs
 
-        eps = np.array([rng.standard_normal(_CHUNK) for rng in self._table_rng[first:stop]]).reshape(-1, _CHUNK)
+        eps = np.empty((stop - first, _CHUNK))
+        for row, rng in zip(eps, self._table_rng[first:stop], strict=True):  # drawn in place: no stacking copy
+            rng.standard_normal(out=row)
         step = math.sqrt(1.0 - self.rho * self.rho) * self.sigma
         ar1_chunk(self._table[first:stop], col, eps, self.rho, step, self.sigma)
 

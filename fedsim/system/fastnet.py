@@ -93,11 +93,12 @@ def fast_path_schedule(
         RuntimeError: a client link whose next change is not after the
             offset before it.
     """
-    start = np.asarray(start_s, dtype=float).reshape(-1)
-    size = np.asarray(size_bytes, dtype=float).reshape(-1)
+    # C-contiguous float64/int64 arrays on every call: one compiled specialisation of the loop
+    start = np.ascontiguousarray(np.asarray(start_s, dtype=float).reshape(-1))
+    size = np.ascontiguousarray(np.asarray(size_bytes, dtype=float).reshape(-1))
     n = start.size
     shared = np.ascontiguousarray(np.asarray(shared_of, dtype=np.int64).reshape(n, -1))
-    capacity = np.asarray(capacity_bps, dtype=float).reshape(-1)
+    capacity = np.ascontiguousarray(np.asarray(capacity_bps, dtype=float).reshape(-1))
     if n != size.size:
         raise ValueError(f"flows disagree in length: {n} starts, {size.size} sizes")
     if n and (start.min() < 0 or size.min() < 0):
@@ -113,7 +114,7 @@ def fast_path_schedule(
     while True:
         bp = links(horizon)
         status, flow, at_s, end, sent, _last, events, event_s, event_sent, event_rate = schedule_loop(
-            start, size, order, bp.offsets, bp.times_s, bp.cap_bps, bp.tail_s, shared, capacity, float(until_s))
+            start, size, order, *_contiguous(bp), shared, capacity, float(until_s))
         if status == NEED_HORIZON:  # a flow outlived the listing: list twice as far, run again
             horizon = 2.0 * max(horizon, at_s) + 1.0
             continue
@@ -123,6 +124,12 @@ def fast_path_schedule(
     out_sent = np.where(np.isfinite(end), size, np.clip(sent, 0.0, size))
     return PathSchedule(start, size, until_s, end, out_sent, event_s[:events], event_sent[:events],
                         event_rate[:events])
+
+
+def _contiguous(bp: LinkBreakpoints) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The breakpoint arrays as C-contiguous int64 / float64 (the loop's one signature)."""
+    return (np.ascontiguousarray(bp.offsets, dtype=np.int64), np.ascontiguousarray(bp.times_s, dtype=float),
+            np.ascontiguousarray(bp.cap_bps, dtype=float), np.ascontiguousarray(bp.tail_s, dtype=float))
 
 
 def _guess_horizon(last_start_s: float, size_bytes: np.ndarray, capacity_bps: np.ndarray) -> float:

@@ -29,7 +29,11 @@ changes that keep its numbers and take out its per-call sorting and scans:
 each shared link keeps its flows in a list built once per batch, and that
 list is kept sorted by cap (insertion sort, O(m) when one cap changed since
 the last reallocation), so a water level is one pass over the link's members
-instead of a gather and a sort of the running flows.
+instead of a gather and a sort of the running flows. Two shapes take a
+shorter way with the same float operations: one shared link for every flow
+(one water level), and the cells' two-level paths ``[server, cell or -1]``
+(`fedsim.system.jitfill.allocate_two_level`: scratch kept per batch, only the
+server's level walked again after a cell freezes).
 
 Events at one instant are thus coalesced into one reallocation, exactly as
 the SimPy engine folds them into one zero-delay event. Model and sources:
@@ -38,9 +42,13 @@ Sec. 6.5.2). Cost: O(E (n + S n)) for E instants, n flows and S shared
 links (plus the insertion sorts after capacity changes), all of it compiled
 (no per-instant Python).
 
-Compilation: the first call in a process compiles `schedule_loop` (a few
-seconds) unless numba's on-disk cache (``cache=True``) holds it; then loading
-takes a fraction of a second. docs/performance.md gives both figures.
+Compilation: the first call in a process compiles `schedule_loop` and its
+helpers (about 25 s on a loaded 2-core machine, most of it numba's type
+inference of the callees and the lowering of the loop) unless numba's on-disk
+cache (``cache=True``) holds them; then loading takes a fraction of a second.
+Row and slice assignments of arrays, ``np.cumsum`` and ``np.concatenate`` are
+written as plain loops: each such construct costs numba seconds to compile
+(a row assignment alone about 7 s). docs/performance.md gives the figures.
 """
 
 from __future__ import annotations
@@ -49,6 +57,8 @@ import math
 
 import numpy as np
 from numba import njit
+
+from fedsim.system.jitfill import allocate_two_level, level, two_level_server
 
 __all__ = ["BAD_NEXT", "NEED_HORIZON", "OK", "schedule_loop"]
 
@@ -73,9 +83,21 @@ def _next_change(flow: int, pos: np.ndarray, bp_off: np.ndarray, bp_s: np.ndarra
 
 @njit(cache=True)
 def _grow(table: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
-    """``table`` with twice the rows (the event history's storage)."""
+    """``table`` (2-D) with twice the rows (the event history's storage).
+    Plain loops: numba compiles a 2-D slice assignment in seconds."""
     bigger = np.empty((2 * table.shape[0], table.shape[1]))
-    bigger[: table.shape[0]] = table
+    for r in range(table.shape[0]):
+        for c in range(table.shape[1]):
+            bigger[r, c] = table[r, c]
+    return bigger
+
+
+@njit(cache=True)
+def _grow_1d(values: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """``values`` with twice the room (the event instants)."""
+    bigger = np.empty(2 * values.size)
+    for r in range(values.size):
+        bigger[r] = values[r]
     return bigger
 
 
@@ -120,6 +142,12 @@ def schedule_loop(start_s: np.ndarray, size_bytes: np.ndarray, order: np.ndarray
     dirty = np.zeros(capacity_bps.size, dtype=np.int64)  # per link: its members' cap changes since sorted
     unfrozen = np.zeros(n, dtype=np.bool_)
     members_left = np.zeros(capacity_bps.size, dtype=np.int64)
+    server = two_level_server(shared_of, capacity_bps.size)  # cells: the two-level filling (jitfill)
+    residual = np.empty(capacity_bps.size)
+    levels = np.empty(capacity_bps.size)
+    live = np.zeros(capacity_bps.size, dtype=np.bool_)
+    fill_total = np.zeros(capacity_bps.size)
+    fill_unbounded = np.zeros(capacity_bps.size, dtype=np.int64)
     rows = 4 * n + 16
     event_s = np.empty(rows)
     event_sent = np.empty((rows, n))
@@ -211,26 +239,32 @@ def schedule_loop(start_s: np.ndarray, size_bytes: np.ndarray, order: np.ndarray
             _sort_members(link_off, link_flows, cap, dirty)
             members_left[single] = count
             total = 0.0
-            for i in run[:count]:
-                total += cap[i]
-            level = _level(single, cap, active, members_left, total, capacity_bps, link_off, link_flows)
-            for i in run[:count]:
-                rate[i] = min(cap[i], level)
+            for r in range(count):
+                total += cap[run[r]]
+            water = level(single, cap, active, members_left, total, capacity_bps, link_off, link_flows)
+            for r in range(count):
+                rate[run[r]] = min(cap[run[r]], water)
+        elif count and server >= 0:
+            _sort_members(link_off, link_flows, cap, dirty)
+            allocate_two_level(run, count, server, shared_of, cap, capacity_bps, link_off, link_flows, rate, unfrozen,
+                               members_left, residual, levels, live, fill_total, fill_unbounded)
         elif count:
             _sort_members(link_off, link_flows, cap, dirty)
             _allocate(run[:count], cap, active, shared_of, capacity_bps, link_off, link_flows, rate, unfrozen,
                       members_left)
         if events == event_s.size:
-            event_s = np.concatenate((event_s, np.empty(event_s.size)))
+            event_s = _grow_1d(event_s)
             event_sent = _grow(event_sent)
             event_rate = _grow(event_rate)
         event_s[events] = t
-        event_sent[events] = sent
-        event_rate[events] = rate
+        for i in range(n):  # element by element: a row assignment takes numba seconds to compile
+            event_sent[events, i] = sent[i]
+            event_rate[events, i] = rate[i]
         events += 1
         booked = _INF  # this reallocation supersedes the completion booked before (SimPy: a stale version)
         wait_s = _INF
-        for i in run[:count]:
+        for r in range(count):
+            i = run[r]
             left_s = (size_bytes[i] - sent[i]) * _BITS_PER_BYTE / rate[i] if rate[i] > 0.0 else _INF
             wait_s = min(wait_s, left_s)
         if math.isfinite(wait_s) and t + wait_s <= until_s:
@@ -253,9 +287,13 @@ def _members(shared_of: np.ndarray, links: int):  # pragma: no cover - compiled
             link = shared_of[i, j]
             if link >= 0 and not _named_before(shared_of, i, j):
                 count[link + 1] += 1
-    offsets = np.cumsum(count)
+    offsets = count  # running sums in place (np.cumsum costs a second of compilation)
+    for link in range(links):
+        offsets[link + 1] += offsets[link]
     flows = np.empty(offsets[-1], dtype=np.int64)
-    fill = offsets[:-1].copy()
+    fill = np.empty(links, dtype=np.int64)
+    for link in range(links):
+        fill[link] = offsets[link]
     for i in range(shared_of.shape[0]):
         for j in range(shared_of.shape[1]):
             link = shared_of[i, j]
@@ -308,28 +346,6 @@ def _sort_members(link_off: np.ndarray, link_flows: np.ndarray, cap: np.ndarray,
 
 
 @njit(cache=True)
-def _level(link: int, cap: np.ndarray, unfrozen: np.ndarray, left: np.ndarray, total: float,
-           residual: np.ndarray, link_off: np.ndarray, link_flows: np.ndarray) -> float:  # pragma: no cover - compiled
-    """The water level of ``link`` over its unfrozen flows
-    (`fedsim.system.jitnet.water_level` on its members, read in cap order;
-    ``total``: their caps' sum; inf: it cannot saturate)."""
-    room = max(residual[link], 0.0)
-    if not total > room:
-        return _INF
-    below = 0.0
-    q = 0
-    for a in range(link_off[link], link_off[link + 1]):
-        flow = link_flows[a]
-        if unfrozen[flow]:
-            level = (room - below) / (left[link] - q)
-            if level <= cap[flow]:
-                return level
-            below += cap[flow]
-            q += 1
-    return room / left[link]  # unreachable but for NaN caps (as water_level)
-
-
-@njit(cache=True)
 def _allocate(run: np.ndarray, cap: np.ndarray, active: np.ndarray, shared_of: np.ndarray,
               capacity_bps: np.ndarray, link_off: np.ndarray, link_flows: np.ndarray, rate: np.ndarray,
               unfrozen: np.ndarray, left: np.ndarray) -> None:  # pragma: no cover - compiled
@@ -339,9 +355,10 @@ def _allocate(run: np.ndarray, cap: np.ndarray, active: np.ndarray, shared_of: n
     scratch arrays (flows; links: unfrozen members)."""
     links = capacity_bps.size
     residual = capacity_bps.copy()
-    level = np.full(links, _INF)
+    levels = np.full(links, _INF)
     live = np.zeros(links, dtype=np.bool_)
-    left[:] = 0
+    for link in range(links):
+        left[link] = 0
     total = np.zeros(links)  # the unfrozen members' finite caps per link (the water level's "fits" test)
     unbounded = np.zeros(links, dtype=np.int64)  # and how many are infinite
     for i in run:
@@ -357,15 +374,15 @@ def _allocate(run: np.ndarray, cap: np.ndarray, active: np.ndarray, shared_of: n
     for link in range(links):
         if left[link]:
             live[link] = True
-            level[link] = _level(link, cap, unfrozen, left, _INF if unbounded[link] else total[link], residual,
-                                         link_off, link_flows)
+            levels[link] = level(link, cap, unfrozen, left, _INF if unbounded[link] else total[link], residual,
+                                 link_off, link_flows)
     while True:
         best = -1
         best_level = _INF
         for link in range(links):  # the first link of the smallest level
-            if live[link] and (best < 0 or level[link] < best_level):
+            if live[link] and (best < 0 or levels[link] < best_level):
                 best = link
-                best_level = level[link]
+                best_level = levels[link]
         if best < 0:
             break
         live[best] = False
@@ -393,12 +410,12 @@ def _allocate(run: np.ndarray, cap: np.ndarray, active: np.ndarray, shared_of: n
                         else:
                             total[link] -= cap[i]
                         if live[link] and link != best:
-                            level[link] = -1.0  # touched: recompute below
+                            levels[link] = -1.0  # touched: recompute below
         for link in range(links):  # only the links the frozen flows cross change
-            if live[link] and level[link] == -1.0:
+            if live[link] and levels[link] == -1.0:
                 if left[link]:
-                    level[link] = _level(link, cap, unfrozen, left, _INF if unbounded[link] else total[link], residual,
-                                         link_off, link_flows)
+                    levels[link] = level(link, cap, unfrozen, left, _INF if unbounded[link] else total[link], residual,
+                                 link_off, link_flows)
                 else:
                     live[link] = False
     for i in run:
