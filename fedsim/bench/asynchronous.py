@@ -17,6 +17,14 @@
   their per-client streams, about 0.3 ms each to seed, are a fixed cost that
   500 updates did not amortise: 50 steps gave about half the rate).
 
+Where the time goes (contended case, profile under load): about a third the
+compiled loop (one call, about 1.2 per update, numba's dispatch included),
+the rest the Python server's per-update moves (`Protocol.settle` / `finish`,
+the selection, the record, the launch; `fedsim.system.async_record`) and,
+once, the frames (`asynchronous._schedule`, energy included). In the dynamic
+case the seeding of the per-client AR(1) streams (`seeding.seed_sequence`,
+207 calls) is a fixed cost of about 40 ms under load, a fifth of the run.
+
 The event driver's loop is compiled (`fedsim.system.async_loop`, numba): each
 case first runs two server steps untimed, so that the figures leave out
 numba's compilation or the loading of its on-disk cache (once per process,

@@ -41,7 +41,8 @@ from fedsim.system import async_loop as loop
 from fedsim.system.async_flows import PathFlows, ReferencePathFlows
 from fedsim.system.async_jit import CAP, CHANGE, END
 from fedsim.system.async_links import AR1Table
-from fedsim.system.asynchronous import DEADLINE, DROPOUT, OFFLINE, OK, Protocol, Uniforms
+from fedsim.system.async_record import DEADLINE, DROPOUT, OFFLINE, OK, Uniforms
+from fedsim.system.asynchronous import Protocol
 from fedsim.system.cells import ConstantSeries, PathLinks
 from fedsim.system.profiles import ClientProfiles
 from fedsim.system.spec import SystemConfig
@@ -121,13 +122,15 @@ class ClosedForm(_Driver):
         rec.compute_end[u] = cend = has + self.compute[k]
         rec.flow_up_start[u] = up_start = cend + h
         stop, reason = up_start + self.up_s[k], OK
-        quit_s = self.quit_after(u, k)
-        if quit_s < math.inf:
-            stop, reason = has + quit_s, DROPOUT
-        off = self.offline_at(k, t_s)
-        gone = off if off < cend else off + h  # sending: the flow stops on the ingress rtt/2 later
-        if gone < stop:
-            stop, reason = gone, OFFLINE
+        if self.dropout > 0:
+            quit_s = self.quit_after(u, k)
+            if quit_s < math.inf:
+                stop, reason = has + quit_s, DROPOUT
+        if self.sessions is not None:
+            off = self.offline_at(k, t_s)
+            gone = off if off < cend else off + h  # sending: the flow stops on the ingress rtt/2 later
+            if gone < stop:
+                stop, reason = gone, OFFLINE
         if t_s + self.deadline < stop:
             stop, reason = t_s + self.deadline, DEADLINE
         self.reason.append(reason)
@@ -141,7 +144,7 @@ class ClosedForm(_Driver):
         rec = self.rec
         stop = np.array(rec.stop)
         stop[stop == math.inf] = t_s  # still running (reason END from Record.add)
-        rec.stop = stop.tolist()
+        rec.stop = stop  # the record's columns may end as arrays (`asynchronous._schedule` takes both)
         k = np.array(rec.client, dtype=np.int64)
         profiles = self.protocol.plan.profiles
         start, size = np.array(rec.start), np.array(rec.down_size)
@@ -149,9 +152,9 @@ class ClosedForm(_Driver):
             down = np.clip(profiles.downlink_bps[k] / _BITS * (stop - start), 0.0, size)
             up_start = np.array(rec.flow_up_start)
             up = np.clip(profiles.uplink_bps[k] / _BITS * (stop - up_start), 0.0, self.up_size)
-        rec.down_bytes = np.where(np.array(rec.flow_down_end) <= stop, size, np.nan_to_num(down)).tolist()
+        rec.down_bytes = np.where(np.array(rec.flow_down_end) <= stop, size, np.nan_to_num(down))
         arrived = np.array(rec.arrive) <= stop
-        rec.up_bytes = np.where(arrived, self.up_size, np.where(up_start < stop, np.nan_to_num(up), 0.0)).tolist()
+        rec.up_bytes = np.where(arrived, self.up_size, np.where(up_start < stop, np.nan_to_num(up), 0.0))
 
 
 class Events(_Driver):
@@ -305,6 +308,7 @@ class CompiledEvents(_Driver):
         self.upd_f, self.upd_i = self._new_updates(256)
         self.heap_t, self.heap_i = loop.new_heap(8 * slots + 64)
         self.n = 0
+        self._views()
         protocol.push = self.push  # type: ignore[method-assign]
 
     @staticmethod
@@ -336,13 +340,16 @@ class CompiledEvents(_Driver):
 
     def launch(self, u: int, t_s: float) -> None:
         """Hand update ``u`` over to the compiled loop (it starts at the next
-        `async_loop.run`, at this instant ``t_s``)."""
+        `async_loop.run`, at this instant ``t_s``). Writes through memoryviews
+        (`_views`): a Python float or int stored per element, about half the
+        cost of a numpy row assignment from a tuple."""
         rec = self.rec
         k = rec.client[u]
         if u >= self.upd_f.shape[0]:
             upd_f, upd_i = self._new_updates(2 * self.upd_f.shape[0])
             upd_f[:u], upd_i[:u] = self.upd_f, self.upd_i
             self.upd_f, self.upd_i = upd_f, upd_i
+            self._views()
         size = rec.down_size[u]
         if self.table is not None:  # the loop reads the downlink from the table at the launch
             cap_bps, change_s = math.nan, math.inf
@@ -355,29 +362,44 @@ class CompiledEvents(_Driver):
             cap_bps, change_s = self._segment(0, k, t_s)
         else:
             cap_bps, change_s = 0.0, math.inf
-        self.upd_f[u, :loop.FLOW_DOWN_END] = (size, self.quit_after(u, k), t_s, self.offline_at(k, t_s), cap_bps,
-                                              change_s)
-        self.upd_i[u, :loop.FINISHED] = (k, rec.slot[u])
+        f, i = self.mv_upd_f, self.mv_upd_i
+        f[u, loop.DOWN_SIZE] = size
+        f[u, loop.QUIT_S] = self.quit_after(u, k) if self.dropout > 0 else math.inf
+        f[u, loop.START_S] = t_s
+        f[u, loop.OFFLINE_S] = self.offline_at(k, t_s) if self.sessions is not None else math.inf
+        f[u, loop.CAP0] = cap_bps
+        f[u, loop.CHANGE0] = change_s
+        i[u, loop.CLIENT] = k
+        i[u, loop.SLOT] = rec.slot[u]
         self.n = u + 1
-        self.sc_i[loop.N_UPD] = self.n
+        self.mv_sc_i[loop.N_UPD] = u + 1
+
+    def _views(self) -> None:
+        """Memoryviews of the per-update columns (renewed when they grow) and
+        of the scalars: element access gives and takes Python floats and ints
+        (the same float64 values) without numpy's scalar boxing."""
+        self.mv_upd_f, self.mv_upd_i = memoryview(self.upd_f), memoryview(self.upd_i)
+        self.mv_sc_f, self.mv_sc_i = memoryview(self.sc_f), memoryview(self.sc_i)
 
     def run_loop(self, protocol: Protocol) -> float:
         """`Protocol.run` for this driver: compiled runs between the server's
         moves; returns the end time (the last step's)."""
-        sc_f, sc_i = self.sc_f, self.sc_i
-        protocol.settle(0.0, self)
+        sc_i, mv_sc_f, mv_sc_i = self.sc_i, self.mv_sc_f, self.mv_sc_i
+        out_t, out_i = memoryview(self.out_t), memoryview(self.out_i)
+        run, finish, settle = loop.run, protocol.finish, protocol.settle
+        t_cur, n_out, instant = loop.T_CUR, loop.N_OUT, loop.INSTANT
+        settle(0.0, self)
         t_s = 0.0
         while not protocol.done:
-            code = loop.run(self.flt, self.ints, self.upd_f, self.upd_i, self.heap_t, self.heap_i, self.logs)
-            t_s = float(sc_f[loop.T_CUR])
-            if sc_i[loop.N_OUT]:
-                ended = int(sc_i[loop.N_OUT])
-                sc_i[loop.N_OUT] = 0
-                for u, reason, at_s in zip(self.out_i[0, :ended].tolist(), self.out_i[1, :ended].tolist(),
-                                           self.out_t[:ended].tolist(), strict=True):
-                    protocol.finish(u, at_s, reason)
-            if code == loop.INSTANT:
-                protocol.settle(t_s, self)
+            code = run(self.flt, self.ints, self.upd_f, self.upd_i, self.heap_t, self.heap_i, self.logs)
+            t_s = mv_sc_f[t_cur]
+            ended = mv_sc_i[n_out]
+            if ended:
+                mv_sc_i[n_out] = 0
+                for j in range(ended):  # update, its end, its reason
+                    finish(out_i[0, j], out_t[j], out_i[1, j])
+            if code == instant:
+                settle(t_s, self)
             elif code == loop.STEP:
                 protocol.step_done(t_s)
             elif code == loop.RETRY:
@@ -412,4 +434,4 @@ class CompiledEvents(_Driver):
         for name, row in (("flow_down_end", loop.FLOW_DOWN_END), ("has_model", loop.HAS_MODEL_S),
                           ("compute_end", loop.COMPUTE_END_S), ("flow_up_start", loop.FLOW_UP_START),
                           ("down_bytes", loop.DOWN_BYTES), ("up_bytes", loop.UP_BYTES)):
-            setattr(rec, name, self.upd_f[:n, row].tolist())
+            setattr(rec, name, self.upd_f[:n, row])  # an array: `asynchronous._schedule` takes it as is
