@@ -119,6 +119,9 @@ class PathLinks:
                  base_dir: Path | None = None) -> None:
         self.series = link_series(system, profiles, seed, base_dir)
         self.cell_of = assign_cells(system, len(profiles))
+        # each client's shared links (the server's, its cell's or -1), indexed per batch
+        self.shared_of = np.stack([np.zeros_like(self.cell_of), np.where(self.cell_of >= 0, self.cell_of + 1, -1)],
+                                  axis=1)
         cells = list(system.cells.values())
         self.capacity_bps = {
             "downlink": np.array([system.server.downlink, *(c.capacity_down for c in cells)], dtype=float),
@@ -131,8 +134,7 @@ class PathLinks:
         seconds after the round start ``t0_s`` (absolute simulated s), up to
         offset ``until_s``. Client links are read at ``t0_s + offset``."""
         clients = np.asarray(clients, dtype=np.int64)
-        cell = self.cell_of[clients]
-        shared_of = np.stack([np.zeros(clients.size, dtype=np.int64), np.where(cell >= 0, cell + 1, -1)], axis=1)
+        shared_of = self.shared_of[clients]
         series = self.series[direction]
         if self.engine == "simpy":
             def caps(flow: int, offset_s: float) -> tuple[float, float]:

@@ -106,7 +106,10 @@ class AR1Series(LinkSeries):
         self._rng: dict[int, np.random.Generator] = {}
         self._row_of: np.ndarray | None = None  # the dense table of `breakpoints` (rows: clients)
         self._table = np.zeros((0, 0))  # storage: rows x columns used are _rows x _cols
-        self._rows = self._cols = 0
+        self._factor = np.zeros((0, 0))  # exp(_table), the same shape
+        self._rows = self._cols = 0  # rows used; intervals drawn (0 .. _cols - 1)
+        self._base = 0  # the interval in the table's column 0
+        self._row_client: list[int] = []
         self._table_rng: list[np.random.Generator] = []
 
     def log_factors(self, client: int, count: int) -> np.ndarray:
@@ -144,7 +147,8 @@ class AR1Series(LinkSeries):
         start's interval j_i and the grid points after it up to the window;
         the log factors come from a dense table (one row per client asked for
         so far, whole chunks of intervals, the AR(1) recursion run over all
-        rows at once: the same values as `log_factors`)."""
+        rows at once: the same values as `log_factors`), exponentiated once
+        per interval into a second table that the listing reads."""
         from fedsim.system.jitlinks import ar1_breakpoints  # numba: only where the fast engine runs
 
         clients = np.asarray(clients, dtype=np.int64)
@@ -154,31 +158,59 @@ class AR1Series(LinkSeries):
         last += (last + 1) * step - t0_s <= horizon_s
         last -= last * step - t0_s > horizon_s
         latest = float(start.max(initial=0.0))  # a start's interval is at most this one's, plus one
-        self._dense_logs(clients, max(last, math.floor((t0_s + latest) / step) + 2) + 1)
+        earliest = float(start.min(initial=0.0))  # ... and at least this one's, less one
+        self._dense_logs(clients, max(math.floor((t0_s + earliest) / step) - 1, 0),
+                         max(last, math.floor((t0_s + latest) / step) + 2) + 1)
         # t0_s as a float: SimPy's clock starts at the int 0, and an int would compile a second specialisation
         return LinkBreakpoints(*ar1_breakpoints(self._row_of[clients], self.base_bps[clients], start, float(t0_s),
-                                                step, int(last), self._table))
+                                                step, int(last), self._factor, self._base))
 
-    def _dense_logs(self, clients: np.ndarray, count: int) -> None:
-        """Make the dense table hold rows for ``clients`` and at least
-        ``count`` columns (``_row_of`` maps a client to its row). The table's
-        storage doubles when it fills (rows as clients appear, columns as
-        simulated time advances), so a long run copies it O(log) times."""
+    def _dense_logs(self, clients: np.ndarray, low: int, count: int) -> None:
+        """Make the dense table hold rows for ``clients`` and intervals
+        ``low`` .. ``count - 1`` (``_row_of`` maps a client to its row).
+
+        The table is a window over the intervals: its column c is interval
+        ``_base + c``, intervals before the lowest one asked for are dropped
+        (shifted out) when the storage fills, and the storage doubles only
+        when the window itself outgrows it, so a run of rounds (their starts
+        never earlier) keeps a bounded table. Asked for an interval already
+        dropped, the table is drawn again from interval 0 (the streams are
+        pure functions of seed, direction and client: the same values)."""
         if self._row_of is None:
             self._row_of = np.full(self.base_bps.size, -1, dtype=np.int64)
+        if low < self._base:
+            self._restart()
         new = np.unique(clients[self._row_of[clients] < 0])
         if new.size:
             first = self._rows
-            self._reserve(first + new.size, self._cols)
+            self._reserve(first + new.size, self._cols - self._base)
             self._row_of[new] = np.arange(first, first + new.size)
-            self._table_rng.extend(seeding.rng(self.seed, "bandwidth", self.direction, int(k)) for k in new.tolist())
+            self._row_client.extend(new.tolist())
+            self._table_rng.extend(seeding.rng(self.seed, "bandwidth", self.direction, k) for k in new.tolist())
             self._rows += new.size
-            for col in range(0, self._cols, _CHUNK):  # the new rows catch up with the others
-                self._fill(first, self._rows, col)
+            self._catch_up(first)
         while self._cols < count:
-            self._reserve(self._rows, self._cols + _CHUNK)
+            self._make_room(low)
             self._fill(0, self._rows, self._cols)
             self._cols += _CHUNK
+
+    def _restart(self) -> None:
+        """Forget every drawn interval; the rows' streams start again at interval 0."""
+        self._table_rng = [seeding.rng(self.seed, "bandwidth", self.direction, k) for k in self._row_client]
+        self._base = self._cols = 0
+
+    def _make_room(self, low: int) -> None:
+        """Room for one more chunk of columns: drop the intervals before
+        ``low`` (keeping the last drawn one, which the recursion continues
+        from), then double the storage if the window still does not fit."""
+        if self._cols - self._base + _CHUNK > self._table.shape[1]:
+            keep = min(low, self._cols - 1) if self._cols else 0
+            if keep > self._base:
+                width = self._cols - keep
+                for table in (self._table, self._factor):
+                    table[: self._rows, :width] = table[: self._rows, keep - self._base: self._cols - self._base]
+                self._base = keep
+        self._reserve(self._rows, self._cols - self._base + _CHUNK)
 
     def _reserve(self, rows: int, cols: int) -> None:
         """Grow the table's storage (doubling) to at least ``rows`` x ``cols``."""
@@ -186,20 +218,54 @@ class AR1Series(LinkSeries):
         if rows <= have_rows and cols <= have_cols:
             return
         grown = [have if want <= have else max(want, 2 * have) for want, have in ((rows, have_rows), (cols, have_cols))]
-        bigger = np.empty(grown)
-        bigger[: self._rows, : self._cols] = self._table[: self._rows, : self._cols]
-        self._table = bigger
+        width = self._cols - self._base
+        for name in ("_table", "_factor"):
+            bigger = np.empty(grown)
+            bigger[: self._rows, :width] = getattr(self, name)[: self._rows, :width]
+            setattr(self, name, bigger)
 
-    def _fill(self, first: int, stop: int, col: int) -> None:
-        """Rows ``first:stop`` of the table's chunk of intervals from column
-        ``col`` (`log_factors`'s recursion, compiled, over all rows at once)."""
-        from fedsim.system.jitlinks import ar1_chunk  # numba: only where the fast engine runs
-
+    def _draw(self, first: int, stop: int) -> np.ndarray:
+        """The next chunk of innovations of rows ``first:stop`` (one row each)."""
         eps = np.empty((stop - first, _CHUNK))
         for row, rng in zip(eps, self._table_rng[first:stop], strict=True):  # drawn in place: no stacking copy
             rng.standard_normal(out=row)
+        return eps
+
+    def _fill(self, first: int, stop: int, col: int) -> None:
+        """Rows ``first:stop`` of the chunk of intervals from interval
+        ``col`` (`log_factors`'s recursion, compiled, over all rows at once;
+        the window holds interval ``col - 1`` unless ``col`` is 0) and their
+        factors exp(X)."""
+        # numba: only where the fast engine runs
+        from fedsim.system.jitlinks import ar1_chunk, ar1_exp
+
+        at = col - self._base  # > 0 unless col is 0: ar1_chunk reads the interval before from the table
         step = math.sqrt(1.0 - self.rho * self.rho) * self.sigma
-        ar1_chunk(self._table[first:stop], col, eps, self.rho, step, self.sigma)
+        ar1_chunk(self._table[first:stop], at, self._draw(first, stop), self.rho, step, self.sigma)
+        ar1_exp(self._table, self._factor, first, stop, at, _CHUNK)
+
+    def _catch_up(self, first: int) -> None:
+        """Rows ``first:`` (new clients) drawn from interval 0 up to the
+        others' (``_cols``), the window's part kept: the recursion runs chunk
+        by chunk in a scratch table whose column 0 carries the chunk before's
+        last value, so every value is the one `_fill` would have made."""
+        # numba: only where the fast engine runs
+        from fedsim.system.jitlinks import ar1_chunk, ar1_exp
+
+        stop = self._rows
+        step = math.sqrt(1.0 - self.rho * self.rho) * self.sigma
+        scratch = np.empty((stop - first, _CHUNK + 1))
+        chunk = scratch[:, :_CHUNK]  # interval 0 starts the recursion at column 0; the others at 1
+        for col in range(0, self._cols, _CHUNK):
+            if col:
+                scratch[:, 0] = chunk[:, -1]  # the chunk before's last value
+                chunk = scratch[:, 1:]
+            ar1_chunk(scratch, 1 if col else 0, self._draw(first, stop), self.rho, step, self.sigma)
+            lo = max(col, self._base)  # the chunk's intervals inside the window
+            if lo < col + _CHUNK:
+                self._table[first:stop, lo - self._base: col + _CHUNK - self._base] = chunk[:, lo - col:]
+        if self._cols:
+            ar1_exp(self._table, self._factor, first, stop, 0, self._cols - self._base)
 
 
 class TraceSeries(LinkSeries):

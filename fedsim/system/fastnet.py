@@ -13,9 +13,10 @@ compiled loop iteration per distinct instant at which something happens:
   breakpoints (`fedsim.system.dynamics.LinkBreakpoints`: the capacity at its
   start and every change up to a horizon), generated for the whole batch at
   once by the link series (`LinkSeries.breakpoints`; the AR(1) model's
-  common interval grid in a few numpy operations);
+  common interval grid compiled in `fedsim.system.jitlinks`);
 * without a horizon (``until_s`` = inf) the listing covers a guess of the
-  batch's length; if a running flow outlives it, the loop stops and
+  batch's length (`_guess_horizon`: a lower bound from the shared links'
+  queues plus a margin); if a running flow outlives it, the loop stops and
   `fast_path_schedule` lists the links twice as far and runs the batch again
   (the same result: the batch is a pure function of its inputs);
 * each instant replays what the SimPy engine does then, in the same order and
@@ -43,7 +44,6 @@ from fedsim.system.network import CapSource, PathSchedule
 
 __all__ = ["LinkSource", "caps_breakpoints", "fast_path_schedule"]
 
-_BITS_PER_BYTE = 8.0
 
 #: ``links(horizon_s) -> LinkBreakpoints``: every flow's client link from its
 #: start offset up to offset ``horizon_s`` (and its first change after it).
@@ -110,7 +110,7 @@ def fast_path_schedule(
     if order.size == 0:
         return PathSchedule(start, size, until_s, np.full(n, math.inf), np.zeros(n), np.zeros(0),
                             np.zeros((0, n)), np.zeros((0, n)))
-    horizon = until_s if math.isfinite(until_s) else _guess_horizon(start[order[-1]], size, capacity)
+    horizon = until_s if math.isfinite(until_s) else _guess_horizon(start, size, order, shared, capacity)
     while True:
         bp = links(horizon)
         status, flow, at_s, end, sent, _last, events, event_s, event_sent, event_rate = schedule_loop(
@@ -132,9 +132,21 @@ def _contiguous(bp: LinkBreakpoints) -> tuple[np.ndarray, np.ndarray, np.ndarray
             np.ascontiguousarray(bp.cap_bps, dtype=float), np.ascontiguousarray(bp.tail_s, dtype=float))
 
 
-def _guess_horizon(last_start_s: float, size_bytes: np.ndarray, capacity_bps: np.ndarray) -> float:
-    """A horizon that most batches end by: the last start plus twice the time
-    the narrowest finite shared link needs for every byte (1 s without one)."""
-    finite = capacity_bps[np.isfinite(capacity_bps)]
-    drain_s = float(size_bytes.sum()) * _BITS_PER_BYTE / float(finite.min()) if finite.size else 0.0
-    return float(last_start_s) + max(2.0 * drain_s, 1.0)
+def _guess_horizon(start_s: np.ndarray, size_bytes: np.ndarray, order: np.ndarray, shared_of: np.ndarray,
+                   capacity_bps: np.ndarray) -> float:
+    """A horizon that most batches end by: Q, the time the busiest finite
+    shared link alone would need to serve the flows in start order (the batch
+    cannot end before it), plus twice the longest time one finite shared link
+    needs for the bytes of its own flows, D (`fedsim.system.jitlinks.queue_finish`),
+    at least 1 s, for slow client links; without a finite shared link, the
+    last start plus 1 s. Any guess gives the same schedule (a short one costs
+    a second run of the loop, a long one a longer listing). Until issue 15's
+    speed work the margin counted every byte of the batch on the narrowest
+    link: with cells, 3-5 times D (tests/test_ar1_listing.py)."""
+    from fedsim.system.jitlinks import queue_finish  # numba, like the loop
+
+    last_s = float(start_s[order[-1]])
+    if not np.isfinite(capacity_bps).any():
+        return last_s + 1.0
+    q_s, drain_s = queue_finish(start_s, size_bytes, order, shared_of, capacity_bps)
+    return max(float(q_s), last_s) + max(2.0 * float(drain_s), 1.0)
