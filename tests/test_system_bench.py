@@ -88,6 +88,7 @@ def test_bench_des_figures_follow_from_the_runs(monkeypatch: pytest.MonkeyPatch)
     for name, (k, r, *_) in (("dynamic", dynamic), ("cells", cells)):
         assert k == clients
         assert figures[f"des_{name}_client_rounds_per_s"] == round(k * r / wall_s)
+        assert figures[f"des_{name}_client_rounds_per_cpu_s"] == round(k * r / cpu_s)
         assert figures[f"des_{name}_vs_static"] == round(r / rounds, 4)  # same clients, same CPU s
     # the population run: 1 % of 100,000 choosing 1 % of 1,000, and its figures as returned
     assert population == [(1_000, 10, 1)]

@@ -252,6 +252,7 @@ def bench_des(progress: bool = False, scale: float = 1.0) -> dict[str, Any]:
             wall_rate, cpu_rate = _client_rounds_per_s(dynamic_system(clients, cells), clients, dynamic_rounds,
                                                        engine=engine)
             figures[f"des_{name}{suffix}_client_rounds_per_s"] = round(wall_rate)
+            figures[f"des_{name}{suffix}_client_rounds_per_cpu_s"] = round(cpu_rate)
         figures[f"des_{name}_vs_static"] = round(cpu_rate / per_cpu_s, 4)
         if progress:
             print(f"system bench: {name}, {clients} clients x {dynamic_rounds} rounds: {wall_rate:,.0f}/s")
