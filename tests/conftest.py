@@ -16,6 +16,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see fedsim/__init__.py
 
+import numpy as np
 import pytest
 
 from fedsim import store
@@ -77,3 +78,30 @@ def cache_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mnist_root: Path
 @pytest.fixture
 def tiny_path(mnist_root: Path) -> Path:
     return TINY
+
+
+@pytest.fixture(scope="session")
+def make_clients():
+    """A factory of small synthetic client datasets, ``make_clients(sizes,
+    learnable=False)``: client i holds ``sizes[i]`` 28x28 uint8 images with
+    labels 0-9 (seed 0), contiguous in one pool. Random pixels by default; with
+    ``learnable`` a task a model can learn (noise with a bright 7x7 tile whose
+    position is the label)."""
+    from fedsim.learn.federated import ClientData
+
+    def make(sizes: tuple[int, ...], learnable: bool = False) -> ClientData:
+        gen = np.random.default_rng(0)
+        n = sum(sizes)
+        if learnable:
+            labels = gen.integers(0, 10, n)
+            images = gen.integers(0, 60, (n, 28, 28), dtype=np.uint8)
+            for i, y in enumerate(labels):
+                r, c = divmod(int(y), 4)
+                images[i, 7 * r : 7 * r + 7, 7 * c : 7 * c + 7] = 255
+        else:
+            images = gen.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+            labels = gen.integers(0, 10, n)
+        bounds = np.cumsum((0, *sizes))
+        return ClientData.from_arrays(images, labels, [np.arange(bounds[i], bounds[i + 1]) for i in range(len(sizes))])
+
+    return make

@@ -21,26 +21,15 @@ SEED = 5
 SIZES = (70, 37, 5, 0)  # unequal: partial batches, a client that runs out early, an empty one
 
 
-def _clients(sizes: tuple[int, ...]) -> ClientData:
-    gen = np.random.default_rng(0)
-    n = sum(sizes)
-    labels = gen.integers(0, 10, n)
-    images = gen.integers(0, 60, (n, 28, 28), dtype=np.uint8)
-    for i, y in enumerate(labels):  # a learnable task: a bright tile whose position is the label
-        r, c = divmod(int(y), 4)
-        images[i, 7 * r : 7 * r + 7, 7 * c : 7 * c + 7] = 255
-    bounds = np.cumsum((0, *sizes))
-    return ClientData.from_arrays(images, labels, [np.arange(bounds[i], bounds[i + 1]) for i in range(len(sizes))])
+
+@pytest.fixture(scope="module")
+def clients(make_clients) -> ClientData:
+    return make_clients(SIZES, learnable=True)
 
 
 @pytest.fixture(scope="module")
-def clients() -> ClientData:
-    return _clients(SIZES)
-
-
-@pytest.fixture(scope="module")
-def one_client() -> ClientData:
-    return _clients((16,))
+def one_client(make_clients) -> ClientData:
+    return make_clients((16,), learnable=True)
 
 
 @pytest.fixture(scope="module")

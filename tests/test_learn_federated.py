@@ -31,14 +31,8 @@ CFG = FLConfig(batch_size=16, local_epochs=2)
 
 
 @pytest.fixture(scope="module")
-def clients() -> ClientData:
-    gen = np.random.default_rng(0)
-    n = sum(SIZES)
-    images = gen.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-    labels = gen.integers(0, 10, n)
-    bounds = np.cumsum((0, *SIZES))
-    parts = [np.arange(bounds[i], bounds[i + 1]) for i in range(len(SIZES))]
-    return ClientData.from_arrays(images, labels, parts)
+def clients(make_clients) -> ClientData:
+    return make_clients(SIZES)
 
 
 @pytest.fixture(scope="module")

@@ -28,17 +28,8 @@ CFG = FLConfig(batch_size=16, local_epochs=2)
 
 
 @pytest.fixture(scope="module")
-def clients() -> ClientData:
-    gen = np.random.default_rng(0)
-    n = sum(SIZES)
-    labels = gen.integers(0, 10, n)
-    # a learnable task: a bright 7x7 tile whose position is the label, on noise
-    images = gen.integers(0, 60, (n, 28, 28), dtype=np.uint8)
-    for i, y in enumerate(labels):
-        r, c = divmod(int(y), 4)
-        images[i, 7 * r : 7 * r + 7, 7 * c : 7 * c + 7] = 255
-    bounds = np.cumsum((0, *SIZES))
-    return ClientData.from_arrays(images, labels, [np.arange(bounds[i], bounds[i + 1]) for i in range(len(SIZES))])
+def clients(make_clients) -> ClientData:
+    return make_clients(SIZES, learnable=True)
 
 
 @pytest.fixture(scope="module")
