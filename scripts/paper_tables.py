@@ -132,6 +132,7 @@ VARIANTS = [
     (CPU_RUN, 1, CPU_STOP, ["hp-fl-0.41"], None),
     (CPU_RUN, 1, CPU_STOP, ["hp-fl-0.21"], None),
     (CPU_RUN, 2, CPU_STOP, ["hp-fl-0.41"], None),
+    (CPU_RUN, 2, CPU_STOP, ["hp-fl-0.21"], None),
     (CPU_RUN, 0, (RANDOM41, *CPU_STOP), ["random41"], None),
     # the initialisation ablation: original FL with nn.Linear's default initialisation, to 95 %
     *[(PYTORCH_INIT, s, ("model.init=pytorch_default", *CPU_STOP), ["original"], None) for s in (0, 1, 2)],
