@@ -21,7 +21,6 @@ SEED = 5
 SIZES = (70, 37, 5, 0)  # unequal: partial batches, a client that runs out early, an empty one
 
 
-
 @pytest.fixture(scope="module")
 def clients(make_clients) -> ClientData:
     return make_clients(SIZES, learnable=True)
