@@ -139,6 +139,13 @@ def new_heap(capacity: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @njit(cache=True)
+def _earlier(t_s: float, prio: int, seq: int, t2_s: float, prio2: int, seq2: int) -> bool:  # pragma: no cover
+    """Event (t_s, prio, seq) comes before (t2_s, prio2, seq2) on the heap: by
+    time, then priority, then push order."""
+    return t_s < t2_s or (t_s == t2_s and (prio < prio2 or (prio == prio2 and seq < seq2)))
+
+
+@njit(cache=True)
 def push(heap_t: np.ndarray, heap_i: np.ndarray, sc_i: np.ndarray, t_s: float, prio: int, kind: int,
          u: int) -> None:  # pragma: no cover - compiled
     """Push an event (the caller keeps room, see ``GROW``); ties broken by
@@ -150,7 +157,7 @@ def push(heap_t: np.ndarray, heap_i: np.ndarray, sc_i: np.ndarray, t_s: float, p
     while i > 0:
         parent = (i - 1) >> 1
         pt, pp, ps = heap_t[parent], heap_i[0, parent], heap_i[1, parent]
-        if t_s < pt or (t_s == pt and (prio < pp or (prio == pp and seq < ps))):
+        if _earlier(t_s, prio, seq, pt, pp, ps):
             heap_t[i] = pt
             heap_i[:, i] = heap_i[:, parent]
             i = parent
@@ -174,11 +181,10 @@ def _pop(heap_t: np.ndarray, heap_i: np.ndarray, sc_i: np.ndarray) -> tuple[int,
             break
         if child + 1 < n:
             ct, cp, cs = heap_t[child + 1], heap_i[0, child + 1], heap_i[1, child + 1]
-            if ct < heap_t[child] or (ct == heap_t[child] and (cp < heap_i[0, child] or (
-                    cp == heap_i[0, child] and cs < heap_i[1, child]))):
+            if _earlier(ct, cp, cs, heap_t[child], heap_i[0, child], heap_i[1, child]):
                 child += 1
         ct, cp, cs = heap_t[child], heap_i[0, child], heap_i[1, child]
-        if ct < t_s or (ct == t_s and (cp < prio or (cp == prio and cs < seq))):
+        if _earlier(ct, cp, cs, t_s, prio, seq):
             heap_t[i] = ct
             heap_i[:, i] = heap_i[:, child]
             i = child

@@ -36,6 +36,8 @@ import math
 import numpy as np
 from numba import njit
 
+from fedsim.system.jitnet import next_bottleneck
+
 __all__ = ["allocate_two_level", "level", "two_level_server"]
 
 _INF = math.inf
@@ -122,12 +124,7 @@ def allocate_two_level(run: np.ndarray, count: int, server: int, shared_of: np.n
             levels[link] = level(link, cap, unfrozen, left, _INF if unbounded[link] else total[link], residual,
                                  link_off, link_flows)
     while True:
-        best = -1
-        best_level = _INF
-        for link in range(links):  # the first link of the smallest level
-            if live[link] and (best < 0 or levels[link] < best_level):
-                best = link
-                best_level = levels[link]
+        best, best_level = next_bottleneck(live, levels)
         if best < 0 or best_level == _INF:
             break  # no shared link left that can saturate: the unfrozen flows run at their caps
         live[best] = False

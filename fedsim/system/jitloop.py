@@ -59,6 +59,7 @@ import numpy as np
 from numba import njit
 
 from fedsim.system.jitfill import allocate_two_level, level, two_level_server
+from fedsim.system.jitnet import next_bottleneck
 
 __all__ = ["BAD_NEXT", "NEED_HORIZON", "OK", "schedule_loop"]
 
@@ -377,12 +378,7 @@ def _allocate(run: np.ndarray, cap: np.ndarray, active: np.ndarray, shared_of: n
             levels[link] = level(link, cap, unfrozen, left, _INF if unbounded[link] else total[link], residual,
                                  link_off, link_flows)
     while True:
-        best = -1
-        best_level = _INF
-        for link in range(links):  # the first link of the smallest level
-            if live[link] and (best < 0 or levels[link] < best_level):
-                best = link
-                best_level = levels[link]
+        best, best_level = next_bottleneck(live, levels)
         if best < 0:
             break
         live[best] = False

@@ -31,7 +31,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["path_max_min", "water_level"]
+__all__ = ["next_bottleneck", "path_max_min", "water_level"]
 
 _INF = math.inf
 
@@ -56,6 +56,21 @@ def water_level(caps: np.ndarray, capacity_bps: float) -> float:  # pragma: no c
             return level
         below += ordered[q]
     return capacity_bps / n  # unreachable but for NaN caps (numpy's argmax of none: the first level)
+
+
+@njit(cache=True)
+def next_bottleneck(live: np.ndarray, levels: np.ndarray) -> tuple[int, float]:  # pragma: no cover - compiled
+    """The next link progressive filling freezes: the first live link of the
+    smallest water level, and that level; (-1, inf) when none is live. Shared
+    by the allocators here, in `fedsim.system.jitloop` and in
+    `fedsim.system.jitfill`."""
+    best = -1
+    best_level = _INF
+    for link in range(levels.size):
+        if live[link] and (best < 0 or levels[link] < best_level):
+            best = link
+            best_level = levels[link]
+    return best, best_level
 
 
 @njit(cache=True)
@@ -101,12 +116,7 @@ def path_max_min(cap_bps: np.ndarray, shared_of: np.ndarray, capacity_bps: np.nd
         if live[link]:
             level[link] = _level_of(link, cap_bps, shared_of, unfrozen, residual, buf)
     while True:
-        best = -1
-        best_level = _INF
-        for link in range(links):  # the first link of the smallest level
-            if live[link] and (best < 0 or level[link] < best_level):
-                best = link
-                best_level = level[link]
+        best, best_level = next_bottleneck(live, level)
         if best < 0:
             break
         live[best] = False
