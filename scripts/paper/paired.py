@@ -190,7 +190,9 @@ def paired_report(runs: pd.DataFrame, traffic: pd.DataFrame, sweep: pd.DataFrame
     for random, hp in (("random41", "hp-fl-0.41"), ("random21", "hp-fl-0.21")):
         got = [(t, _at(paper, random, t, "nra", (0,))[0], _at(paper, hp, t, "nra", (0,))[0]) for t in TARGETS]
         if not all(np.isnan(r) for _, r, _ in got):
-            cells = "; ".join(f"{t:.0%}: {r:.0f} vs {h:.0f} ({r - h:+.0f})" for t, r, h in got)
+            ran = _at(paper, random, TARGETS[0], "rounds_run", (0,))[0]
+            cells = "; ".join(f"{t:.0%}: {r:.0f} vs {h:.0f} ({r - h:+.0f})" if not np.isnan(r)
+                              else f"{t:.0%}: not reached in its {ran:.0f} rounds vs {h:.0f}" for t, r, h in got)
             md += ["", f"Random pruning at the P_R of {hp} (per layer, seed 0, one paired difference, no "
                    f"interval), NRA random vs HP-FL: {cells}."]
 
