@@ -45,14 +45,6 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def _ran_on(computed_on: dict[str, str]) -> str:
-    """The summary's "training ran on": one device, or each method's."""
-    devices = set(computed_on.values())
-    if len(devices) == 1:
-        return devices.pop()
-    return "; ".join(f"{label}: {where}" for label, where in computed_on.items())
-
-
 def provenance(result: ScenarioResult, command: Sequence[str] | None) -> dict[str, Any]:
     """Where a result came from: versions, device, command, stage times (s)."""
     import simpy
@@ -114,22 +106,11 @@ def remove_stale_staging(out_dir: Path) -> list[Path]:
 
 def report_meta(result: ScenarioResult, prov: dict[str, Any]) -> ScenarioReportInput:
     """What the report shows besides the frames: names, targets, the paper's
-    values, where it came from."""
-    from fedsim.report.reference import reference_for
+    values, where it came from (`fedsim.report.scenario.from_files.report_input`,
+    which a re-rendered report uses too)."""
+    from fedsim.report.scenario.from_files import report_input
 
-    scenario = result.scenario
-    deadline = scenario.system.rounds.deadline
-    return ScenarioReportInput(
-        name=scenario.name,
-        description=scenario.description,
-        targets=tuple(float(t) for t in scenario.targets),
-        methods=tuple(scenario.methods),
-        deadline_s=None if deadline is None else float(deadline),
-        reference=reference_for(scenario) or None,
-        provenance={**{k: str(v) for k, v in prov.items()
-                       if k in ("fedsim", "git_commit", "device", "command", "created")},
-                    "training ran on": _ran_on(prov["training_computed_on"])},
-    )
+    return report_input(result.scenario, prov)
 
 
 def write_outputs(result: ScenarioResult, out_dir: Path, command: Sequence[str] | None = None,

@@ -28,17 +28,17 @@ import pandas as pd
 
 from fedsim.errors import InputError
 from fedsim.report.inputs import ScenarioReportInput
+from fedsim.store.artifacts import SCENARIO_OUTPUTS
 
-FRAMES = ("rounds.parquet", "metrics.parquet", "timeline.parquet")
-RESOLVED = "scenario.resolved.yaml"
-PROVENANCE = "provenance.json"
-#: the provenance lines a scenario report shows (`fedsim.pipeline.outputs.report_meta`)
+FRAMES = tuple(SCENARIO_OUTPUTS[k] for k in ("rounds_parquet", "metrics_parquet", "timeline"))
+RESOLVED = SCENARIO_OUTPUTS["resolved"]
+PROVENANCE = SCENARIO_OUTPUTS["provenance"]
+#: the provenance lines a scenario report shows (`report_input`; a fresh run's too)
 PROVENANCE_KEYS: tuple[str, ...] = ("fedsim", "git_commit", "device", "command", "created")
 
 
 def _ran_on(computed_on: Mapping[str, str]) -> str:
-    """The summary's "training ran on": one device, or each method's (as
-    `fedsim.pipeline.outputs` writes it)."""
+    """The summary's "training ran on": one device, or each method's."""
     devices = set(computed_on.values())
     if len(devices) == 1:
         return devices.pop()
