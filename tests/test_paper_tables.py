@@ -157,7 +157,7 @@ def test_from_traces_refuses_missing_runs_and_writes_partial_elsewhere(committed
     script.write_from_traces(tmp_path, found, tmp_path, partial=True)
     assert pd.read_csv(tmp_path / "runs.csv").shape == traces.runs_frame(found).shape
     assert sorted(p.name for p in tmp_path.glob("*.png")) == [
-        "accuracy_vs_compute.png", "accuracy_vs_round.png", "accuracy_vs_traffic.png"]
+        "accuracy_seeds.png", "accuracy_vs_compute.png", "accuracy_vs_round.png", "accuracy_vs_traffic.png"]
     assert not (tmp_path / "tables.md").exists()
 
 

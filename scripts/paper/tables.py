@@ -157,6 +157,13 @@ def tables_md(runs: pd.DataFrame, traffic: pd.DataFrame) -> str:
         "",
         "![accuracy per seed](accuracy_seeds.png)",
         "",
+        "*Test accuracy (%) of every (seed, method) of the paper's settings that traces.parquet holds, "
+        "each one's longest run, one line style per seed, a dot at its last round; left Table I's "
+        "methods, right Table II's levels. HP-FL at P_R 0.41 and 0.21: seed 0 ran on the H200 (1000 "
+        "rounds), seeds 1 and 2 on the CPU until 95 %, with the same settings (scenarios/paper.yaml; "
+        "only the device and `rounds.stop_when_reached` differ). The legend names the seeds each "
+        "method has: a run missing from traces.parquet is missing here, not drawn as zero.*",
+        "",
         "## Implementation choices (seed 0, P_R 0.107)",
         "",
         "Rows \"paper\": the H200's runs, cut short at 950 rounds; rows \"paper, trained on the "
