@@ -11,6 +11,7 @@ No library module calls ``np.random.seed`` or ``torch.manual_seed``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,15 @@ if TYPE_CHECKING:
 KeyPart = str | int
 
 
+@functools.lru_cache(maxsize=1024)
+def _str_words(part: str) -> tuple[int, ...]:
+    """A string key part's words: the type tag 1, then the first 16 bytes of
+    its SHA-256 as four little-endian 32-bit words (cached: a run asks for
+    the same few names thousands of times)."""
+    digest = hashlib.sha256(part.encode()).digest()
+    return (1, *(int.from_bytes(digest[i : i + 4], "little") for i in range(0, 16, 4)))
+
+
 def _key_words(key: tuple[KeyPart, ...]) -> list[int]:
     """Encode a key as 32-bit words; strings go through SHA-256 so "a" != 1."""
     words: list[int] = []
@@ -31,9 +41,7 @@ def _key_words(key: tuple[KeyPart, ...]) -> list[int]:
         if isinstance(part, bool) or not isinstance(part, (str, int, np.integer)):
             raise TypeError(f"seed key parts must be str or int, got {part!r}")
         if isinstance(part, str):
-            digest = hashlib.sha256(part.encode()).digest()
-            words.append(1)  # type tag: string
-            words.extend(int.from_bytes(digest[i : i + 4], "little") for i in range(0, 16, 4))
+            words.extend(_str_words(part))
         else:
             value = int(part)
             if value < 0:
@@ -44,8 +52,18 @@ def _key_words(key: tuple[KeyPart, ...]) -> list[int]:
 
 
 def seed_sequence(seed: int, *key: KeyPart) -> np.random.SeedSequence:
-    """The SeedSequence of stream ``key`` under scenario ``seed``."""
-    return np.random.SeedSequence([int(seed), *_key_words(key)])
+    """The SeedSequence of stream ``key`` under scenario ``seed``.
+
+    Its entropy is the words ``[seed, *key words]``; every key word is below
+    2**32, so for a seed below 2**32 they go in as one uint32 array, which
+    numpy mixes into exactly the state of the list of Python ints (about a
+    third of the time: numpy coerces a list int by int); other seeds keep the
+    list (numpy splits a larger int into words, and rejects a negative one).
+    """
+    words = _key_words(key)
+    if 0 <= seed < 2**32:
+        return np.random.SeedSequence(np.array([seed, *words], dtype=np.uint32))
+    return np.random.SeedSequence([int(seed), *words])
 
 
 def rng(seed: int, *key: KeyPart) -> np.random.Generator:

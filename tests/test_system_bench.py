@@ -62,7 +62,10 @@ def test_bench_des_figures_follow_from_the_runs(monkeypatch: pytest.MonkeyPatch)
     figures = bench_des(scale=0.01)
 
     (clients, rounds, *_), *scaling = fluid[:4]
-    dynamic, cells = fluid[4:]
+    # per case: the repeated steady-state runs, then as many one-round runs (the set-up cost)
+    repeats = figures["des_dynamic_repeats"]
+    steady = figures["des_dynamic_rounds"]
+    dynamic, cells = fluid[4:4 + 2 * repeats], fluid[4 + 2 * repeats:]
     [(naive_clients, naive_rounds_run)] = naive
     assert clients == naive_clients == 100  # the same population in both models
     assert figures["des_client_rounds_per_s"] == round(clients * rounds / wall_s)
@@ -82,14 +85,19 @@ def test_bench_des_figures_follow_from_the_runs(monkeypatch: pytest.MonkeyPatch)
     assert figures["des_scaling_spread"] == round(max(costs_us) / min(costs_us), 2) == 1.0
 
     # time-varying links, then cells too: the static population, rates over the static run's
-    assert len(fluid) == 6
-    assert systems[4].clients.dynamics.model == systems[5].clients.dynamics.model == "lte"
-    assert not systems[4].cells and len(systems[5].cells) == 4
-    for name, (k, r, *_) in (("dynamic", dynamic), ("cells", cells)):
-        assert k == clients
-        assert figures[f"des_{name}_client_rounds_per_s"] == round(k * r / wall_s)
-        assert figures[f"des_{name}_client_rounds_per_cpu_s"] == round(k * r / cpu_s)
-        assert figures[f"des_{name}_vs_static"] == round(r / rounds, 4)  # same clients, same CPU s
+    assert repeats == 3 and steady == 5  # 500 rounds at scale 0.01
+    assert len(fluid) == 4 + 4 * repeats
+    for runs, cell_count in ((systems[4:4 + 2 * repeats], 0), (systems[4 + 2 * repeats:], 4)):
+        assert {s.clients.dynamics.model for s in runs} == {"lte"}
+        assert {len(s.cells) for s in runs} == {cell_count}
+    for name, runs in (("dynamic", dynamic), ("cells", cells)):
+        assert [(k, r) for k, r, *_ in runs] == [(clients, steady)] * repeats + [(clients, 1)] * repeats
+        for suffix in ("", "_median"):  # every run took the same time: best == median
+            assert figures[f"des_{name}_client_rounds_per_s{suffix}"] == round(clients * steady / wall_s)
+            assert figures[f"des_{name}_client_rounds_per_cpu_s{suffix}"] == round(clients * steady / cpu_s)
+        assert figures[f"des_{name}_vs_static"] == round(steady / rounds, 4)  # same clients, same CPU s
+        # a one-round run's CPU time less one steady round's
+        assert figures[f"des_{name}_setup_s"] == round(cpu_s - cpu_s / steady, 4)
     # the population run: 1 % of 100,000 choosing 1 % of 1,000, and its figures as returned
     assert population == [(1_000, 10, 1)]
     assert (figures["des_population_clients"], figures["des_population_selected"],
@@ -97,6 +105,46 @@ def test_bench_des_figures_follow_from_the_runs(monkeypatch: pytest.MonkeyPatch)
     assert figures["des_population_s"] == 4.0 and figures["des_population_peak_rss_mb"] == 300
     assert figures["des_population_timeline_mb"] == 2
     assert figures["des_population_client_rounds_per_s"] == round(10 * 1 / 4.0)
+
+
+def test_the_dynamic_figures_are_the_best_and_median_of_the_repeats(monkeypatch: pytest.MonkeyPatch):
+    """Scripted rates per run (wall, CPU): the SimPy reference, three steady
+    runs that differ, three one-round runs; the figures pick the best and the
+    median and the set-up is the fastest one-round run less one steady round."""
+    calls = []
+    script = {
+        0: [(1_000.0, 1_100.0), (40_000.0, 45_000.0), (60_000.0, 70_000.0), (50_000.0, 52_000.0),
+            (100 / 0.02, 100 / 0.03), (100 / 0.04, 100 / 0.025), (100 / 0.05, 100 / 0.05)],
+        4: [(500.0, 600.0), (30_000.0, 31_000.0), (20_000.0, 20_000.0), (55_000.0, 56_000.0),
+            (100 / 0.05, 100 / 0.05), (100 / 0.06, 100 / 0.06), (100 / 0.07, 100 / 0.07)],
+    }
+
+    def rates(system, clients, rounds, seed=0, engine="fast"):
+        calls.append((len(system.cells), rounds, engine))
+        return script[len(system.cells)].pop(0)
+
+    monkeypatch.setattr(bench, "_client_rounds_per_s", rates)
+    monkeypatch.setattr(bench._sim, "simulate", lambda *args, **kwargs: None)  # the warm-up run
+    figures = bench._dynamic_figures(100, 1.0, static_per_cpu_s=100_000.0, progress=False)
+    assert calls == [(cells, rounds, engine) for cells in (0, 4)
+                     for rounds, engine in [(50, "simpy")] + [(500, "fast")] * 3 + [(1, "fast")] * 3]
+    assert figures["des_dynamic_simpy_client_rounds_per_s"] == 1_000
+    assert figures["des_cells_simpy_client_rounds_per_cpu_s"] == 600
+    assert figures["des_dynamic_client_rounds_per_s"] == 60_000
+    assert figures["des_dynamic_client_rounds_per_s_median"] == 50_000
+    assert figures["des_dynamic_client_rounds_per_cpu_s"] == 70_000
+    assert figures["des_dynamic_client_rounds_per_cpu_s_median"] == 52_000
+    assert figures["des_cells_client_rounds_per_s"] == 55_000
+    assert figures["des_cells_client_rounds_per_s_median"] == 30_000
+    assert figures["des_dynamic_vs_static"] == 0.7 and figures["des_cells_vs_static"] == 0.56
+    # the fastest one-round run (25 ms of CPU) less one round at the best rate (100 / 70,000 s)
+    assert figures["des_dynamic_setup_s"] == round(0.025 - 100 / 70_000, 4)
+    assert figures["des_cells_setup_s"] == round(0.05 - 100 / 56_000, 4)
+    assert figures["des_dynamic_target_met"]  # 60,000 and 55,000 >= 50,000
+    # one case short of the target by one client-round per second: not met
+    script.update({0: [(1.0, 1.0), (49_999.0, 1e5), (1.0, 1e5), (1.0, 1e5)] + [(100.0, 100.0)] * 3,
+                   4: [(1.0, 1.0)] + [(90_000.0, 1e5)] * 3 + [(100.0, 100.0)] * 3})
+    assert not bench._dynamic_figures(100, 1.0, 100_000.0, progress=False)["des_dynamic_target_met"]
 
 
 def test_the_dynamic_bench_case_varies_between_rounds_and_the_static_one_does_not():

@@ -24,6 +24,16 @@ Per reallocation: O(n) to initialise, one water-level walk per live link
 (each stops at the level), O(m) per frozen cell of m members plus one
 server walk; at most C + 1 rounds for C cells.
 
+Inlining: `level`, `next_bottleneck` and `allocate_two_level` are compiled
+with ``inline="always"`` (numba inlines them at its IR level into their
+callers, up to `fedsim.system.jitloop.schedule_loop`). A call to a separately
+compiled function makes numba's runtime increment and decrement the reference
+count of every array argument, each an atomic instruction: with about ten such
+calls per reallocation that was about 30 % of the event loop's time in the
+cells bench (`perf record` on the loop, issue 15's speed work). Inlined, numba
+still counts the arguments it binds, but fewer: about 10 % of the loop's time
+is left there. The float operations, and so the rates, are the same.
+
 The model: max-min fairness by progressive filling (Bertsekas & Gallager,
 *Data Networks*, 2nd ed., Sec. 6.5.2); `fedsim.system.network.path_max_min`
 is the reference implementation.
@@ -36,11 +46,24 @@ import math
 import numpy as np
 from numba import njit
 
-from fedsim.system.jitnet import next_bottleneck
-
-__all__ = ["allocate_two_level", "level", "two_level_server"]
+__all__ = ["allocate_two_level", "level", "next_bottleneck", "two_level_server"]
 
 _INF = math.inf
+
+
+@njit(cache=True, inline="always")
+def next_bottleneck(live: np.ndarray, levels: np.ndarray) -> tuple[int, float]:  # pragma: no cover - compiled
+    """The next link progressive filling freezes: the first live link of the
+    smallest water level, and that level; (-1, inf) when none is live.
+    `fedsim.system.jitnet.next_bottleneck`, inlined into its callers (see
+    "Inlining" in the module docstring)."""
+    best = -1
+    best_level = _INF
+    for link in range(levels.size):
+        if live[link] and (best < 0 or levels[link] < best_level):
+            best = link
+            best_level = levels[link]
+    return best, best_level
 
 
 @njit(cache=True)
@@ -61,7 +84,7 @@ def two_level_server(shared_of: np.ndarray, links: int) -> int:  # pragma: no co
     return server
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def level(link: int, cap: np.ndarray, unfrozen: np.ndarray, left: np.ndarray, total: float,
           residual: np.ndarray, link_off: np.ndarray, link_flows: np.ndarray) -> float:  # pragma: no cover - compiled
     """The water level of ``link`` over its unfrozen flows
@@ -83,7 +106,7 @@ def level(link: int, cap: np.ndarray, unfrozen: np.ndarray, left: np.ndarray, to
     return room / left[link]  # unreachable but for NaN caps (as water_level)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def allocate_two_level(run: np.ndarray, count: int, server: int, shared_of: np.ndarray, cap: np.ndarray,
                        capacity_bps: np.ndarray, link_off: np.ndarray, link_flows: np.ndarray, rate: np.ndarray,
                        unfrozen: np.ndarray, left: np.ndarray, residual: np.ndarray, levels: np.ndarray,

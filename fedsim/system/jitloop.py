@@ -35,6 +35,20 @@ shorter way with the same float operations: one shared link for every flow
 (`fedsim.system.jitfill.allocate_two_level`: scratch kept per batch, only the
 server's level walked again after a cell freezes).
 
+Between two reallocations the running flows are exactly ``run[:count]``
+(the reallocation lists them in index order), so the scans of an instant
+(the next change, the bytes sent, the booked completion, the changes due)
+walk those flows only, not all n. Passing arrays to a compiled helper costs
+an atomic reference-count increment and decrement per array and call, which
+`perf` put at about a fifth of the loop's time: the per-flow steps of an
+instant (a client link's next change, marking its links' member lists for
+sorting) are written out in the loop, and the per-reallocation helpers
+(`_sort_members`, `fedsim.system.jitfill`'s `level` and
+`allocate_two_level`) are inlined by numba (``inline="always"``), which
+removes some of the counting (`fedsim.system.jitfill`, "Inlining"). Both
+were issue 15's speed work and leave every number as it was
+(tests/test_sync_speed_digests.py).
+
 Events at one instant are thus coalesced into one reallocation, exactly as
 the SimPy engine folds them into one zero-delay event. Model and sources:
 `fedsim.system.network` (Bertsekas & Gallager, *Data Networks*, 2nd ed.,
@@ -58,8 +72,7 @@ import math
 import numpy as np
 from numba import njit
 
-from fedsim.system.jitfill import allocate_two_level, level, two_level_server
-from fedsim.system.jitnet import next_bottleneck
+from fedsim.system.jitfill import allocate_two_level, level, next_bottleneck, two_level_server
 
 __all__ = ["BAD_NEXT", "NEED_HORIZON", "OK", "schedule_loop"]
 
@@ -70,16 +83,6 @@ _INF = math.inf
 _BITS_PER_BYTE = 8.0
 _DONE_RTOL = 1e-9  # as in fedsim.system.network: a flow within this share of its size is done
 _GAPS = (701, 301, 132, 57, 23, 10, 4, 1)
-
-
-@njit(cache=True)
-def _next_change(flow: int, pos: np.ndarray, bp_off: np.ndarray, bp_s: np.ndarray, tail_s: np.ndarray,
-                 until_s: float) -> float:  # pragma: no cover - compiled
-    """The offset of ``flow``'s next capacity change after its entry
-    ``pos[flow]`` (its tail past the listing; inf: none by ``until_s``)."""
-    k = pos[flow] + 1
-    nxt = bp_s[k] if k < bp_off[flow + 1] else tail_s[flow]
-    return nxt if nxt <= until_s else _INF
 
 
 @njit(cache=True)
@@ -157,6 +160,7 @@ def schedule_loop(start_s: np.ndarray, size_bytes: np.ndarray, order: np.ndarray
     next_start = 0
     last_s = 0.0
     booked = _INF
+    count = 0  # the running flows: run[:count], in index order (rebuilt at every reallocation)
     for i in range(n):  # the entries must increase: what the SimPy engine checks at every change
         for k in range(bp_off[i] + 1, bp_off[i + 1]):
             if not bp_s[k] > bp_s[k - 1]:
@@ -166,20 +170,21 @@ def schedule_loop(start_s: np.ndarray, size_bytes: np.ndarray, order: np.ndarray
     while True:
         t_start = start_s[order[next_start]] if next_start < order.size else _INF
         t_change = _INF
-        for i in range(n):
-            if change_at[i] < t_change:
-                t_change = change_at[i]
+        for r in range(count):  # the flows not running have no next change (inf)
+            if change_at[run[r]] < t_change:
+                t_change = change_at[run[r]]
         t = min(t_start, t_change, booked)
         if t == _INF:
             break
         if t_change == t:  # a change past the listing: the caller extends the horizon
-            for i in range(n):
+            for r in range(count):
+                i = run[r]
                 if change_at[i] == t and pos[i] + 1 >= bp_off[i + 1]:
                     return NEED_HORIZON, i, t, end, sent, last_s, events, event_s, event_sent, event_rate
         if t > last_s:  # integrate what the running flows sent since the last instant
-            for i in range(n):
-                if active[i]:
-                    sent[i] += rate[i] / _BITS_PER_BYTE * (t - last_s)
+            for r in range(count):  # run[:count] are the active flows until the next reallocation
+                i = run[r]
+                sent[i] += rate[i] / _BITS_PER_BYTE * (t - last_s)
             last_s = t
         request = False
         if t == booked:  # the booked completion: flows within rounding of their size end
@@ -187,7 +192,8 @@ def schedule_loop(start_s: np.ndarray, size_bytes: np.ndarray, order: np.ndarray
             finished = 0
             closest = -1
             closest_s = _INF
-            for i in range(n):
+            for r in range(count):  # in index order: the closest flow on ties is the lowest index
+                i = run[r]
                 if active[i]:
                     left = size_bytes[i] - sent[i]
                     if left <= _DONE_RTOL * size_bytes[i] or rate[i] == _INF:
@@ -207,25 +213,34 @@ def schedule_loop(start_s: np.ndarray, size_bytes: np.ndarray, order: np.ndarray
                 change_at[closest] = _INF
             request = True
         if t_change == t:  # client links that change now (finished flows no longer listen)
-            for i in range(n):
+            for r in range(count):
+                i = run[r]
                 if change_at[i] == t:
                     pos[i] += 1
-                    if bp_bps[pos[i]] != cap[i]:
-                        cap[i] = bp_bps[pos[i]]
-                        _mark(i, shared_of, dirty)
+                    k = pos[i]
+                    if bp_bps[k] != cap[i]:
+                        cap[i] = bp_bps[k]
+                        for j in range(shared_of.shape[1]):  # its links' member lists need sorting
+                            if shared_of[i, j] >= 0:
+                                dirty[shared_of[i, j]] += 1
                         request = True
-                    change_at[i] = _next_change(i, pos, bp_off, bp_s, tail_s, until_s)
+                    nxt = bp_s[k + 1] if k + 1 < bp_off[i + 1] else tail_s[i]  # the next change (tail: past the listing)
+                    change_at[i] = nxt if nxt <= until_s else _INF
         while next_start < order.size and start_s[order[next_start]] == t:
             i = order[next_start]
             next_start += 1
-            pos[i] = bp_off[i]
-            cap[i] = bp_bps[pos[i]]
-            _mark(i, shared_of, dirty)
+            k = bp_off[i]
+            pos[i] = k
+            cap[i] = bp_bps[k]
+            for j in range(shared_of.shape[1]):
+                if shared_of[i, j] >= 0:
+                    dirty[shared_of[i, j]] += 1
             if size_bytes[i] <= 0.0:
                 end[i] = t
                 continue
             active[i] = True
-            change_at[i] = _next_change(i, pos, bp_off, bp_s, tail_s, until_s)
+            nxt = bp_s[k + 1] if k + 1 < bp_off[i + 1] else tail_s[i]
+            change_at[i] = nxt if nxt <= until_s else _INF
             request = True
         if not request:
             continue
@@ -304,7 +319,7 @@ def _members(shared_of: np.ndarray, links: int):  # pragma: no cover - compiled
     return offsets, flows
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _named_before(shared_of: np.ndarray, i: int, j: int) -> bool:  # pragma: no cover - compiled
     """Whether flow ``i``'s path names its j-th link already before it."""
     for k in range(j):  # noqa: SIM110 (a plain loop compiles; a generator in any() does not)
@@ -313,16 +328,7 @@ def _named_before(shared_of: np.ndarray, i: int, j: int) -> bool:  # pragma: no 
     return False
 
 
-@njit(cache=True)
-def _mark(flow: int, shared_of: np.ndarray, dirty: np.ndarray) -> None:  # pragma: no cover - compiled
-    """Count a cap change of ``flow`` on the links it crosses (their member
-    lists need sorting again)."""
-    for j in range(shared_of.shape[1]):
-        if shared_of[flow, j] >= 0:
-            dirty[shared_of[flow, j]] += 1
-
-
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _sort_members(link_off: np.ndarray, link_flows: np.ndarray, cap: np.ndarray,
                   dirty: np.ndarray) -> None:  # pragma: no cover - compiled
     """Sort the member lists of the links with changed caps by cap: an
