@@ -13,12 +13,14 @@ figure registry, no GUI backend, nothing to close but the object itself.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from matplotlib import colors as mcolors
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
+from matplotlib.legend import Legend
 
 from fedsim.report.methods import (
     PALETTE,
@@ -83,6 +85,29 @@ def figure(width_in: float, height_in: float) -> Figure:
     return Figure(figsize=(width_in, height_in), layout="constrained")
 
 
+def legend_below(fig: Figure, handles: Sequence[Any], labels: Sequence[str], max_cols: int = 4,
+                 grow: bool = True, **kwargs: Any) -> Legend | None:
+    """A figure legend centred below the panels ("outside lower center" of
+    constrained layout) in as many columns (at most ``max_cols``) as keep it
+    no wider than the figure; one column is the last resort. ``grow``: make
+    the figure taller by the legend's height, so the panels keep their size.
+    No handles: no legend (None)."""
+    if not handles:
+        return None
+    width_px = fig.get_figwidth() * fig.dpi
+    legend = None
+    for n_cols in range(max(1, min(max_cols, len(handles))), 0, -1):
+        legend = fig.legend(handles, labels, loc="outside lower center", ncols=n_cols,
+                            frameon=False, **kwargs)
+        if legend.get_window_extent().width <= 0.98 * width_px or n_cols == 1:
+            break
+        legend.remove()
+    assert legend is not None
+    if grow:
+        fig.set_figheight(fig.get_figheight() + legend.get_window_extent().height / fig.dpi)
+    return legend
+
+
 def figure_bytes(fig: Figure, fmt: str, dpi: int) -> bytes:
     """Render ``fig`` as ``fmt`` ("png", "svg", "pdf", ...) into memory."""
     buffer = io.BytesIO()
@@ -124,6 +149,7 @@ __all__ = [
     "MethodStyle",
     "figure",
     "figure_bytes",
+    "legend_below",
     "method_colors",
     "method_order",
     "mix",

@@ -27,6 +27,7 @@ from fedsim.report.columns import require_columns, with_float_columns
 from fedsim.report.inputs import StudyReportInput
 from fedsim.report.methods import MethodStyle
 from fedsim.report.pages import check_formats, render_figures, title_page
+from fedsim.report.study.along import facet_title
 from fedsim.report.study.analysis import (
     ENERGY_METRICS,
     SWEEP_COLUMNS,
@@ -133,6 +134,9 @@ def write_sweep_report(
                 where = f" ({facet_text(facet, value_labels)})" if facet else ""
                 suffix = f"_{k + 1}" if len(cuts) > 1 else ""
                 title = f"Time to {format_target(target)} accuracy{where}"
+                # the drawn title names the axes by their titles ("compute model")
+                shown_where = f" ({facet_title(facet, value_labels, report)})" if facet else ""
+                drawn = f"Time to {format_target(target)} accuracy{shown_where}"
                 if not grid_has_data(grid):
                     left_out.append((f"heatmap_tta_{_target_slug(target)}{suffix}", title,
                                      f"no configuration reached {format_target(target)} in any seed"))
@@ -141,7 +145,7 @@ def write_sweep_report(
                     (
                         f"heatmap_tta_{_target_slug(target)}{suffix}",
                         title,
-                        lambda g=grid, t=title: tta_heatmap(
+                        lambda g=grid, t=drawn: tta_heatmap(
                             g, style, value_labels[link], report.axis_title(link), t
                         ),
                     )
@@ -150,11 +154,12 @@ def write_sweep_report(
                     egrid = metric_grid(sweep, configs, link, target, "eta_j", facet)
                     energy_grids[(target, k)] = egrid
                     etitle = f"Energy to {format_target(target)} accuracy{where}"
+                    edrawn = f"Energy to {format_target(target)} accuracy{shown_where}"
                     builders.append(
                         (
                             f"heatmap_eta_{_target_slug(target)}{suffix}",
                             etitle,
-                            lambda g=egrid, t=etitle: tta_heatmap(
+                            lambda g=egrid, t=edrawn: tta_heatmap(
                                 g, style, value_labels[link], report.axis_title(link), t, quantity="energy"
                             ),
                         )
