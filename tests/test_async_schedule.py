@@ -274,14 +274,34 @@ def test_bad_arguments():
 
 
 def test_bench_async_figures():
-    """The bench runs (tiny scale) and reports positive rates; no speed is asserted here
-    (targets belong to ``fedsim bench``, whose figures docs/network-model.md quotes)."""
+    """The bench runs (tiny scale, two repeats) and reports, per case, the best
+    and the median steady-state rate (best >= median > 0), the set-up cost and
+    the updates; no speed is asserted here (targets belong to ``fedsim bench``,
+    whose figures docs/performance.md quotes)."""
     from fedsim.bench.asynchronous import bench_async
 
-    figures = bench_async(scale=0.002)
-    assert set(figures) == {f"{name}_updates_per_{unit}" for name in ("async", "async_contended", "async_dynamic")
-                            for unit in ("s", "cpu_s")}
-    assert all(value > 0 for value in figures.values())
+    figures = bench_async(scale=0.002, repeats=2)
+    names = ("async", "async_contended", "async_dynamic")
+    rates = [f"{name}_updates_per_{unit}" for name in names for unit in ("s", "cpu_s")]
+    assert set(figures) == ({*rates, *(f"{rate}_median" for rate in rates)}
+                            | {f"{name}_{what}" for name in names for what in ("setup_ms", "updates")})
+    for rate in rates:
+        assert figures[rate] >= figures[f"{rate}_median"] > 0
+    for name in names:
+        assert figures[f"{name}_setup_ms"] >= 0 and figures[f"{name}_updates"] >= 20
+
+
+def test_steady_rate_removes_the_fixed_cost():
+    """Two runs of 0.3 s + 1 µs per update: the difference gives 1e6 updates/s
+    and the short run's remainder the 0.3 s set-up; a long run that is not
+    longer is refused."""
+    from fedsim.bench.asynchronous import steady_rate
+
+    wall, cpu, setup = steady_rate((0.3 + 100_000e-6, 0.3 + 100_000e-6, 100_000), (0.3 + 1_000e-6, 0.3 + 1_000e-6,
+                                                                                  1_000))
+    assert wall == pytest.approx(1e6) and cpu == pytest.approx(1e6) and setup == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="more updates"):
+        steady_rate((1.0, 1.0, 10), (0.5, 0.5, 10))
 
 
 def test_time_varying_link(tmp_path):

@@ -18,9 +18,12 @@
   (`fedsim.system.async_loop`): the phases, flows and drops run in one
   compiled call until the server must act (an update ended, a step or retry)
   or a trace's link series must be read (AR(1) links are read in the loop,
-  `fedsim.system.async_links`); Python keeps the server (selection, steps). The same schedule as `Events`, float for float
-  (tests/test_async_flows_jit.py); it is what `simulate_async` uses, `Events`
-  the readable reference.
+  `fedsim.system.async_links`); where the selection needs only the idle
+  list (every client available, no sessions) and the links are constant or
+  AR(1), the server's moves run in the loop too (`fedsim.system.
+  async_server`), otherwise Python's `Protocol` makes them. The same
+  schedule as `Events`, float for float (tests/test_async_flows_jit.py); it
+  is what `simulate_async` uses, `Events` the readable reference.
 
 Drop rules are the synchronous round's (docs/network-model.md): a dropout
 quits at a drawn moment of the computation; a client whose session ends
@@ -37,7 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
+from fedsim.system import async_layout as lay
 from fedsim.system import async_loop as loop
+from fedsim.system import async_server as server
 from fedsim.system.async_flows import PathFlows, ReferencePathFlows
 from fedsim.system.async_jit import CAP, CHANGE, END
 from fedsim.system.async_links import AR1Table
@@ -268,6 +273,7 @@ class CompiledEvents(_Driver):
     """
 
     owns_loop = True
+    server_in_loop = True  # False: always the Python server (tests compare the two)
 
     def __init__(self, protocol: Protocol, system: SystemConfig, seed: int, base_dir: Path | None) -> None:
         super().__init__(protocol)
@@ -278,56 +284,53 @@ class CompiledEvents(_Driver):
         slots = self.slots = protocol.cfg.concurrency
         self.shared_of_client = _shared_links(paths, plan.n_clients)
         self.clients = np.zeros((4, plan.n_clients))
-        self.clients[loop.HALF_RTT] = plan.half_rtt_s
-        self.clients[loop.COMPUTE] = plan.compute_s
+        self.clients[lay.HALF_RTT] = plan.half_rtt_s
+        self.clients[lay.COMPUTE] = plan.compute_s
         if not self.dynamic:  # ConstantSeries.segment: (bps[k], inf)
-            self.clients[loop.CAP_DOWN] = self.series[0].bps
-            self.clients[loop.CAP_UP] = self.series[1].bps
+            self.clients[lay.CAP_DOWN] = self.series[0].bps
+            self.clients[lay.CAP_UP] = self.series[1].bps
         table = self.dynamic and AR1Table.supports(self.series)
         if table:  # the loop reads base * exp(x_j) (`async_links.segment`)
-            self.clients[loop.CAP_DOWN] = self.series[0].base_bps
-            self.clients[loop.CAP_UP] = self.series[1].base_bps
-        self.cap_down = self.clients[loop.CAP_DOWN].tolist()
-        self.flt, self.ints = loop.layout(slots, self.shared_of_client.shape[1], paths.capacity_bps["downlink"].size,
+            self.clients[lay.CAP_DOWN] = self.series[0].base_bps
+            self.clients[lay.CAP_UP] = self.series[1].base_bps
+        self.cap_down = self.clients[lay.CAP_DOWN].tolist()
+        self.flt, self.ints = lay.layout(slots, self.shared_of_client.shape[1], paths.capacity_bps["downlink"].size,
                                           plan.n_clients)
         (self.sc_f, self.out_t, self.state, self.capacity, clients, self.sc_i, self.slot_update, self.fin, self.chg,
-         self.out_i, self.active, self.shared, shared_of_client, row_of) = loop.views.py_func(self.flt, self.ints)
+         self.out_i, self.active, self.shared, shared_of_client, row_of) = lay.views.py_func(self.flt, self.ints)
         self.table = AR1Table(self.series, row_of) if table else None  # type: ignore[arg-type]
         self.logs = self.table.logs if self.table else np.zeros((2, 1, 1))
         clients[:], shared_of_client[:] = self.clients, self.shared_of_client
         self.capacity[:] = np.stack([paths.capacity_bps["downlink"], paths.capacity_bps["uplink"]])
-        self.sc_f[[loop.NEXT0, loop.NEXT1]] = math.inf
-        self.sc_f[loop.UP_SIZE] = self.up_size
-        self.sc_f[loop.DEADLINE_S] = self.deadline
-        self.sc_i[loop.DYNAMIC] = loop.TABLE if table else loop.CALLER if self.dynamic else loop.STATIC
+        self.sc_f[[lay.NEXT0, lay.NEXT1]] = math.inf
+        self.sc_f[lay.UP_SIZE] = self.up_size
+        self.sc_f[lay.DEADLINE_S] = self.deadline
+        self.sc_i[lay.DYNAMIC] = lay.TABLE if table else lay.CALLER if self.dynamic else lay.STATIC
         if self.table:
-            self.sc_f[[loop.INTERVAL0, loop.INTERVAL1]] = self.table.intervals_s
+            self.sc_f[[lay.INTERVAL0, lay.INTERVAL1]] = self.table.intervals_s
         self.state[:, [CHANGE, END]] = math.inf
         self.shared[:] = -1
         self.slot_update[:] = -1
-        self.upd_f, self.upd_i = self._new_updates(256)
+        self.upd_f, self.upd_i = lay.new_updates(256)
         self.heap_t, self.heap_i = loop.new_heap(8 * slots + 64)
         self.n = 0
         self._views()
         protocol.push = self.push  # type: ignore[method-assign]
+        # the server in the loop (`async_server`) where the selection needs only the idle list
+        self.compiled_server = (self.server_in_loop and protocol.selector.simple
+                                and self.sc_i[lay.DYNAMIC] != lay.CALLER)
+        self.no_server = (np.zeros(1, dtype=np.int64), np.zeros(1), np.zeros(1), np.zeros(1), np.zeros((1, 5)))
 
-    @staticmethod
-    def _new_updates(count: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per-update columns as `Record.add` starts them (phases inf, bytes NaN)."""
-        upd_f = np.full((count, loop.UPD_F_COLUMNS), math.inf)
-        upd_f[:, [loop.DOWN_BYTES, loop.UP_BYTES]] = math.nan
-        return upd_f, np.zeros((count, loop.UPD_I_COLUMNS), dtype=np.int64)
-
-    def _room(self) -> None:
+    def room(self) -> None:
         """Room on the heap for what one call can push (`async_loop.GROW`)."""
-        if self.sc_i[loop.HEAP_N] + 4 * self.slots + 8 > self.heap_t.size:
+        if self.sc_i[lay.HEAP_N] + 4 * self.slots + 8 > self.heap_t.size:
             heap_t, heap_i = loop.new_heap(2 * self.heap_t.size)
             heap_t[:self.heap_t.size], heap_i[:, :self.heap_t.size] = self.heap_t, self.heap_i
             self.heap_t, self.heap_i = heap_t, heap_i
 
     def push(self, t_s: float, kind: int, u: int, prio: int = 0) -> None:
         """`Protocol.push` on the compiled heap."""
-        self._room()
+        self.room()
         loop.push(self.heap_t, self.heap_i, self.sc_i, t_s, prio, kind, u)
 
     def _segment(self, direction: int, client: int, t_s: float) -> tuple[float, float]:
@@ -346,7 +349,7 @@ class CompiledEvents(_Driver):
         rec = self.rec
         k = rec.client[u]
         if u >= self.upd_f.shape[0]:
-            upd_f, upd_i = self._new_updates(2 * self.upd_f.shape[0])
+            upd_f, upd_i = lay.new_updates(2 * self.upd_f.shape[0])
             upd_f[:u], upd_i[:u] = self.upd_f, self.upd_i
             self.upd_f, self.upd_i = upd_f, upd_i
             self._views()
@@ -363,16 +366,16 @@ class CompiledEvents(_Driver):
         else:
             cap_bps, change_s = 0.0, math.inf
         f, i = self.mv_upd_f, self.mv_upd_i
-        f[u, loop.DOWN_SIZE] = size
-        f[u, loop.QUIT_S] = self.quit_after(u, k) if self.dropout > 0 else math.inf
-        f[u, loop.START_S] = t_s
-        f[u, loop.OFFLINE_S] = self.offline_at(k, t_s) if self.sessions is not None else math.inf
-        f[u, loop.CAP0] = cap_bps
-        f[u, loop.CHANGE0] = change_s
-        i[u, loop.CLIENT] = k
-        i[u, loop.SLOT] = rec.slot[u]
+        f[u, lay.DOWN_SIZE] = size
+        f[u, lay.QUIT_S] = self.quit_after(u, k) if self.dropout > 0 else math.inf
+        f[u, lay.START_S] = t_s
+        f[u, lay.OFFLINE_S] = self.offline_at(k, t_s) if self.sessions is not None else math.inf
+        f[u, lay.CAP0] = cap_bps
+        f[u, lay.CHANGE0] = change_s
+        i[u, lay.CLIENT] = k
+        i[u, lay.SLOT] = rec.slot[u]
         self.n = u + 1
-        self.mv_sc_i[loop.N_UPD] = u + 1
+        self.mv_sc_i[lay.N_UPD] = u + 1
 
     def _views(self) -> None:
         """Memoryviews of the per-update columns (renewed when they grow) and
@@ -386,12 +389,15 @@ class CompiledEvents(_Driver):
         moves; returns the end time (the last step's)."""
         sc_i, mv_sc_f, mv_sc_i = self.sc_i, self.mv_sc_f, self.mv_sc_i
         out_t, out_i = memoryview(self.out_t), memoryview(self.out_i)
+        if self.compiled_server:
+            return server.run_compiled(self, protocol)
         run, finish, settle = loop.run, protocol.finish, protocol.settle
-        t_cur, n_out, instant = loop.T_CUR, loop.N_OUT, loop.INSTANT
+        t_cur, n_out, instant = lay.T_CUR, lay.N_OUT, lay.INSTANT
         settle(0.0, self)
         t_s = 0.0
         while not protocol.done:
-            code = run(self.flt, self.ints, self.upd_f, self.upd_i, self.heap_t, self.heap_i, self.logs)
+            code = run(self.flt, self.ints, self.upd_f, self.upd_i, self.heap_t, self.heap_i, self.logs,
+                       *self.no_server)
             t_s = mv_sc_f[t_cur]
             ended = mv_sc_i[n_out]
             if ended:
@@ -400,27 +406,27 @@ class CompiledEvents(_Driver):
                     finish(out_i[0, j], out_t[j], out_i[1, j])
             if code == instant:
                 settle(t_s, self)
-            elif code == loop.STEP:
+            elif code == lay.STEP:
                 protocol.step_done(t_s)
-            elif code == loop.RETRY:
+            elif code == lay.RETRY:
                 protocol.retry_pending = False
                 protocol.changed = True
-            elif code == loop.SEG_UP:
-                u = int(sc_i[loop.ARG_U])
-                cap_bps, change_s = self._segment(1, int(self.upd_i[u, loop.CLIENT]), t_s)
+            elif code == lay.SEG_UP:
+                u = int(sc_i[lay.ARG_U])
+                cap_bps, change_s = self._segment(1, int(self.upd_i[u, lay.CLIENT]), t_s)
                 loop.resume_up(cap_bps, change_s, self.flt, self.ints, self.upd_i)
-            elif code == loop.CHANGES:
-                d = int(sc_i[loop.ARG_D])
-                for slot in self.chg[:sc_i[loop.N_CHANGED]].tolist():
-                    k = int(self.upd_i[self.slot_update[slot], loop.CLIENT])
+            elif code == lay.CHANGES:
+                d = int(sc_i[lay.ARG_D])
+                for slot in self.chg[:sc_i[lay.N_CHANGED]].tolist():
+                    k = int(self.upd_i[self.slot_update[slot], lay.CLIENT])
                     self.state[d, CAP, slot], self.state[d, CHANGE, slot] = self._segment(d, k, t_s)
                 loop.resume_changes(self.flt, self.ints, self.upd_f, self.upd_i, self.heap_t, self.heap_i)
-            elif code == loop.GROW:
-                self._room()
-            elif code == loop.GROW_LINKS:
-                self.table.grow(int(sc_i[loop.NEED_COLS]))  # type: ignore[union-attr]
+            elif code == lay.GROW:
+                self.room()
+            elif code == lay.GROW_LINKS:
+                self.table.grow(int(sc_i[lay.NEED_COLS]))  # type: ignore[union-attr]
                 self.logs = self.table.logs  # type: ignore[union-attr]
-                sc_i[loop.N_COLS] = self.table.cols  # type: ignore[union-attr]
+                sc_i[lay.N_COLS] = self.table.cols  # type: ignore[union-attr]
             else:
                 raise ValueError("asynchronous schedule: nothing left to happen before the last step")
         return t_s
@@ -429,9 +435,12 @@ class CompiledEvents(_Driver):
         """The end: running updates stop at ``t_s``; the compiled columns go to the record."""
         rec, n = self.rec, self.n
         loop.stop_rest(n, t_s, self.flt, self.ints, self.upd_f, self.upd_i)
-        for u in np.flatnonzero(self.upd_i[:n, loop.FINISHED] == 0).tolist():
-            rec.stop[u] = t_s
-        for name, row in (("flow_down_end", loop.FLOW_DOWN_END), ("has_model", loop.HAS_MODEL_S),
-                          ("compute_end", loop.COMPUTE_END_S), ("flow_up_start", loop.FLOW_UP_START),
-                          ("down_bytes", loop.DOWN_BYTES), ("up_bytes", loop.UP_BYTES)):
+        if self.compiled_server:  # the whole record is in the compiled columns
+            server.to_record(rec, self.upd_f[:n], self.upd_i[:n], t_s)
+        else:
+            for u in np.flatnonzero(self.upd_i[:n, lay.FINISHED] == 0).tolist():
+                rec.stop[u] = t_s
+        for name, row in (("flow_down_end", lay.FLOW_DOWN_END), ("has_model", lay.HAS_MODEL_S),
+                          ("compute_end", lay.COMPUTE_END_S), ("flow_up_start", lay.FLOW_UP_START),
+                          ("down_bytes", lay.DOWN_BYTES), ("up_bytes", lay.UP_BYTES)):
             setattr(rec, name, self.upd_f[:n, row])  # an array: `asynchronous._schedule` takes it as is

@@ -28,20 +28,14 @@ next `run`'s entry, at the same instant and in the same order: only the
 protocol's own events (priority 1) can be pushed in between, and they never
 tie with the updates' events (priority 0) on the sequence number.
 
-State (arrays owned by the caller, updated in place): a float and an int
-array of fixed size (`layout`), seen through `views` as ``sc_f`` / ``sc_i``
-the scalars (indices below), ``state`` (2, ``async_jit.ROWS``, slots) and
-``active`` (2, slots) the flows of each direction (0 down, 1 up),
-``shared`` (slots, p) the shared links of each slot's client,
-``capacity`` (2, S) the shared links, ``clients`` (4, K): half rtt (s),
-computation (s), downlink and uplink cap (bits/s, when the links are
-constant), ``slot_update``, ``out_t`` / ``out_i`` the updates that ended since
-the last return (time; update, reason), scratch lists ``fin`` / ``chg``; and
-the growing ones: ``upd_f`` / ``upd_i`` per update (columns below), the heap
-(``heap_t`` times, ``heap_i`` rows priority, sequence, kind, update). Packing
-the fixed state in two arrays keeps a call at six arguments: numba's dispatch
-costs about 0.25 µs per array argument, and the loop is entered about once
-per client update.
+With the compiled server (`fedsim.system.async_server`; every client
+available, no sessions, constant or AR(1) links) the moments that need the
+server are handled inside `run` too, which then returns only to have an
+array grown or refilled and when the last step is done (``DONE``).
+
+State: `fedsim.system.async_layout` (the names of the codes, kinds, columns
+and scalars, the packed fixed-size state); the event heap:
+`fedsim.system.async_heap`.
 """
 
 from __future__ import annotations
@@ -51,149 +45,85 @@ import math
 import numpy as np
 from numba import njit
 
-from fedsim.system.async_jit import CAP, CHANGE, ROWS, SENT, SIZE, advance, reallocate, step_due
+from fedsim.system import async_server as server
+from fedsim.system.async_heap import HEAP_N, SEQ, new_heap, push
+from fedsim.system.async_heap import pop as _pop
+from fedsim.system.async_jit import CAP, CHANGE, SENT, SIZE, advance, reallocate, step_due
+from fedsim.system.async_layout import (
+    ARG_D,
+    ARG_U,
+    CALLER,
+    CAP0,
+    CAP_DOWN,
+    CAP_UP,
+    CHANGE0,
+    CHANGES,
+    CLIENT,
+    COMPUTE,
+    COMPUTE_END,
+    COMPUTE_END_S,
+    CUT,
+    DEADLINE,
+    DEADLINE_S,
+    DONE,
+    DOWN_BYTES,
+    DOWN_SIZE,
+    DROPOUT,
+    DYNAMIC,
+    EMPTY,
+    FINISHED,
+    FLOW_DOWN_END,
+    FLOW_UP_START,
+    GONE,
+    GONE_UP,
+    GROW,
+    GROW_LINKS,
+    HALF_RTT,
+    HAS_MODEL,
+    HAS_MODEL_S,
+    INSTANT,
+    INTERVAL0,
+    INTERVAL1,
+    LAUNCHED,
+    N_CHANGED,
+    N_COLS,
+    N_DONE,
+    N_OUT,
+    N_UPD,
+    NEED_COLS,
+    NEED_ROW,
+    NEXT0,
+    NEXT1,
+    NOW0,
+    OFFLINE,
+    OFFLINE_S,
+    OK,
+    PENDING,
+    QUIT,
+    QUIT_S,
+    RETRY,
+    RETRY_EVENT,
+    SC_I,
+    SEG_UP,
+    SERVER,
+    SLOT,
+    START_S,
+    STEP,
+    STEP_DONE,
+    T_CUR,
+    TABLE,
+    UP_BYTES,
+    UP_FLOW,
+    UP_SIZE,
+    views,
+)
 from fedsim.system.async_links import columns_for, segment
 
-__all__ = ["layout", "new_heap", "push", "resume_changes", "resume_up", "run", "stop_rest", "views"]
+__all__ = ["CHANGES", "GROW_LINKS", "HEAP_N", "SC_I", "SEG_UP", "SEQ", "new_heap", "push", "resume_changes",
+           "resume_up", "run", "stop_rest"]
 
-# return codes of `run`
-INSTANT, STEP, RETRY, SEG_UP, CHANGES, GROW, EMPTY, GROW_LINKS = range(8)
-# event kinds (`async_drivers`' kinds; the protocol's STEP_DONE, RETRY)
-FINISH, HAS_MODEL, COMPUTE_END, UP_FLOW, QUIT, GONE, GONE_UP, CUT = range(8)
-STEP_DONE, RETRY_EVENT = 100, 101
-# reasons (`asynchronous`)
-OK, DROPOUT, DEADLINE, OFFLINE = 0, 1, 2, 3
-# sc_f: the current instant, each direction's now and next event, upload bytes, deadline (s after start),
-# each direction's AR(1) interval (s; links read from the table)
-T_CUR, NOW0, NEXT0, NOW1, NEXT1, UP_SIZE, DEADLINE_S, INTERVAL0, INTERVAL1 = range(9)
-SC_F = 9
-# sc_i: sequence number, heap size, ended updates listed, settle pending,
-# the update / direction / counts a SEG_UP or CHANGES return is about, dynamic links,
-# updates launched by `run` / handed over by the caller, the table's columns filled / needed (``GROW_LINKS``)
-SEQ, HEAP_N, N_OUT, PENDING, ARG_U, ARG_D, N_DONE, N_CHANGED, DYNAMIC, LAUNCHED, N_UPD, N_COLS, NEED_COLS = range(13)
-SC_I = 13
-# sc_i[DYNAMIC]: constant links; links read by the caller (``SEG_UP``, ``CHANGES``); AR(1) links from the table
-STATIC, CALLER, TABLE = range(3)
-# upd_f columns: set by the caller (size of the download, when its client
-# quits into the computation, the start, its session's end, its downlink's
-# segment), then the phases and bytes
-(DOWN_SIZE, QUIT_S, START_S, OFFLINE_S, CAP0, CHANGE0, FLOW_DOWN_END, HAS_MODEL_S, COMPUTE_END_S, FLOW_UP_START,
- DOWN_BYTES, UP_BYTES) = range(12)
-UPD_F_COLUMNS = 12
-# upd_i columns
-CLIENT, SLOT, FINISHED = range(3)
-UPD_I_COLUMNS = 3
-# clients rows
-HALF_RTT, COMPUTE, CAP_DOWN, CAP_UP = range(4)
 _DONE_RTOL = 1e-9  # `async_flows._DONE_RTOL`
 _INF = math.inf
-
-
-def layout(slots: int, path_links: int, links: int, clients: int) -> tuple[np.ndarray, np.ndarray]:
-    """The fixed-size state of `views` (zeros, the header of ``ints`` set):
-    one float and one int array, so that a call passes few arguments (numba's
-    dispatch costs about 0.25 µs per array argument)."""
-    flt = np.zeros(SC_F + slots + 1 + 2 * ROWS * slots + 2 * links + 4 * clients)
-    ints = np.zeros(4 + SC_I + 3 * slots + 2 * (slots + 1) + 2 * slots + (slots + clients) * path_links + clients,
-                    dtype=np.int64)
-    ints[:4] = slots, path_links, links, clients
-    return flt, ints
-
-
-@njit(cache=True)
-def views(flt: np.ndarray, ints: np.ndarray) -> tuple:
-    """The named views of the packed state (`layout`): sc_f, out_t, state,
-    capacity, clients, sc_i, slot_update, fin, chg, out_i, active (int 0/1),
-    shared, shared_of_client, row_of (module docstring). Also runs in Python
-    (``views.py_func``) on the same arrays."""
-    slots, p, links, k = ints[0], ints[1], ints[2], ints[3]
-    a = SC_F
-    sc_f, out_t = flt[:a], flt[a:a + slots + 1]
-    a += slots + 1
-    state = flt[a:a + 2 * ROWS * slots].reshape((2, ROWS, slots))
-    a += 2 * ROWS * slots
-    capacity = flt[a:a + 2 * links].reshape((2, links))
-    a += 2 * links
-    clients = flt[a:a + 4 * k].reshape((4, k))
-    b = 4
-    sc_i = ints[b:b + SC_I]
-    b += SC_I
-    slot_update, fin, chg = ints[b:b + slots], ints[b + slots:b + 2 * slots], ints[b + 2 * slots:b + 3 * slots]
-    b += 3 * slots
-    out_i = ints[b:b + 2 * (slots + 1)].reshape((2, slots + 1))
-    b += 2 * (slots + 1)
-    active = ints[b:b + 2 * slots].reshape((2, slots))
-    b += 2 * slots
-    shared = ints[b:b + slots * p].reshape((slots, p))
-    b += slots * p
-    shared_of_client = ints[b:b + k * p].reshape((k, p))
-    b += k * p
-    row_of = ints[b:b + k]
-    return (sc_f, out_t, state, capacity, clients, sc_i, slot_update, fin, chg, out_i, active, shared,
-            shared_of_client, row_of)
-
-
-def new_heap(capacity: int) -> tuple[np.ndarray, np.ndarray]:
-    """An empty event heap with room for ``capacity`` events."""
-    return np.full(capacity, _INF), np.zeros((4, capacity), dtype=np.int64)
-
-
-@njit(cache=True)
-def _earlier(t_s: float, prio: int, seq: int, t2_s: float, prio2: int, seq2: int) -> bool:  # pragma: no cover
-    """Event (t_s, prio, seq) comes before (t2_s, prio2, seq2) on the heap: by
-    time, then priority, then push order."""
-    return t_s < t2_s or (t_s == t2_s and (prio < prio2 or (prio == prio2 and seq < seq2)))
-
-
-@njit(cache=True)
-def push(heap_t: np.ndarray, heap_i: np.ndarray, sc_i: np.ndarray, t_s: float, prio: int, kind: int,
-         u: int) -> None:  # pragma: no cover - compiled
-    """Push an event (the caller keeps room, see ``GROW``); ties broken by
-    priority, then by the order of pushes."""
-    sc_i[SEQ] += 1
-    seq = sc_i[SEQ]
-    i = sc_i[HEAP_N]
-    sc_i[HEAP_N] = i + 1
-    while i > 0:
-        parent = (i - 1) >> 1
-        pt, pp, ps = heap_t[parent], heap_i[0, parent], heap_i[1, parent]
-        if _earlier(t_s, prio, seq, pt, pp, ps):
-            heap_t[i] = pt
-            heap_i[:, i] = heap_i[:, parent]
-            i = parent
-        else:
-            break
-    heap_t[i] = t_s
-    heap_i[0, i], heap_i[1, i], heap_i[2, i], heap_i[3, i] = prio, seq, kind, u
-
-
-@njit(cache=True)
-def _pop(heap_t: np.ndarray, heap_i: np.ndarray, sc_i: np.ndarray) -> tuple[int, int]:  # pragma: no cover
-    """Remove the first event; its (kind, update)."""
-    kind, u = heap_i[2, 0], heap_i[3, 0]
-    n = sc_i[HEAP_N] - 1
-    sc_i[HEAP_N] = n
-    t_s, prio, seq = heap_t[n], heap_i[0, n], heap_i[1, n]
-    i = 0
-    while True:
-        child = 2 * i + 1
-        if child >= n:
-            break
-        if child + 1 < n:
-            ct, cp, cs = heap_t[child + 1], heap_i[0, child + 1], heap_i[1, child + 1]
-            if _earlier(ct, cp, cs, heap_t[child], heap_i[0, child], heap_i[1, child]):
-                child += 1
-        ct, cp, cs = heap_t[child], heap_i[0, child], heap_i[1, child]
-        if _earlier(ct, cp, cs, t_s, prio, seq):
-            heap_t[i] = ct
-            heap_i[:, i] = heap_i[:, child]
-            i = child
-        else:
-            break
-    heap_t[i] = t_s
-    heap_i[:, i] = heap_i[:, n]
-    heap_t[n] = _INF
-    return kind, u
 
 
 @njit(cache=True)
@@ -326,32 +256,48 @@ def _launch(u: int, sc_f, sc_i, state, active, shared, shared_of_client, capacit
 
 @njit(cache=True)
 def _run(sc_f, sc_i, state, active, shared, shared_of_client, capacity, clients, upd_f, upd_i, slot_update,
-        heap_t, heap_i, out_t, out_i, fin, chg, row_of, logs) -> int:  # pragma: no cover - compiled
-    """Launch the updates the caller handed over (``sc_i[LAUNCHED]`` to
-    ``sc_i[N_UPD]``, in order: they started at ``T_CUR``), then process
-    events in time order until the server or the caller is needed; the return
-    code (module docstring), the instant in ``sc_f[T_CUR]``. ``GROW`` (before
+        heap_t, heap_i, out_t, out_i, fin, chg, row_of, logs, srv_i, srv_f, sel, drop,
+        steps_out) -> int:  # pragma: no cover - compiled
+    """Launch the updates handed over (``sc_i[LAUNCHED]`` to ``sc_i[N_UPD]``,
+    in order: they started at ``T_CUR``), then process events in time order
+    until the server (Python's) or the caller is needed; the return code
+    (module docstring), the instant in ``sc_f[T_CUR]``. ``GROW`` (before
     anything is done) when the heap lacks room for ``4 * slots + 8`` more
     events; ``GROW_LINKS`` before an event whose link the AR(1) table cannot
-    yet answer (``sc_i[NEED_COLS]`` columns needed; nothing of it done)."""
+    yet answer (``sc_i[NEED_COLS]`` columns needed; nothing of it done). With
+    the compiled server (``sc_i[SERVER]``) the server's moves are made here
+    (`fedsim.system.async_server`) and the launches follow its settle."""
     slots = active.shape[1]
+    k_all = clients.shape[1]
     mode = sc_i[DYNAMIC]
-    if sc_i[HEAP_N] + 4 * slots + 8 > heap_t.size:
-        return GROW
-    if mode == TABLE and sc_i[LAUNCHED] < sc_i[N_UPD] and _lacks_columns(sc_f[T_CUR], sc_f, sc_i):
-        return GROW_LINKS
-    while sc_i[LAUNCHED] < sc_i[N_UPD]:
-        _launch(sc_i[LAUNCHED], sc_f, sc_i, state, active, shared, shared_of_client, capacity, clients, upd_f,
-                upd_i, slot_update, heap_t, heap_i, row_of, logs)
-        sc_i[LAUNCHED] += 1
+    compiled = sc_i[SERVER] == 1
     while True:
-        if sc_i[HEAP_N] + slots + 4 > heap_t.size:
+        if sc_i[HEAP_N] + 4 * slots + 8 > heap_t.size:
             return GROW
+        if sc_i[LAUNCHED] < sc_i[N_UPD]:
+            if mode == TABLE and _lacks_columns(sc_f[T_CUR], sc_f, sc_i):
+                return GROW_LINKS
+            while sc_i[LAUNCHED] < sc_i[N_UPD]:
+                u = sc_i[LAUNCHED]
+                if mode == TABLE and row_of[upd_i[u, CLIENT]] < 0:  # the compiled server's new client
+                    sc_i[ARG_U] = upd_i[u, CLIENT]
+                    return NEED_ROW
+                _launch(u, sc_f, sc_i, state, active, shared, shared_of_client, capacity, clients, upd_f, upd_i,
+                        slot_update, heap_t, heap_i, row_of, logs)
+                sc_i[LAUNCHED] = u + 1
         t_next = min(heap_t[0] if sc_i[HEAP_N] > 0 else _INF, min(sc_f[NEXT0], sc_f[NEXT1]))
         if t_next > sc_f[T_CUR]:
             if sc_i[PENDING]:
+                if not compiled:
+                    sc_i[PENDING] = 0
+                    return INSTANT
+                server.take_finished(sc_i, upd_f, upd_i, out_t, out_i, srv_i, k_all, slots)
+                code = server.settle(sc_f[T_CUR], sc_i, clients, upd_f, upd_i, heap_t, heap_i, srv_i, srv_f, sel,
+                                     drop, mode, slots)
+                if code != server.CONTINUE:
+                    return code
                 sc_i[PENDING] = 0
-                return INSTANT
+                continue  # its launches, then the events they make at this instant
             if t_next == _INF:
                 return EMPTY
             sc_f[T_CUR] = t_next
@@ -375,12 +321,21 @@ def _run(sc_f, sc_i, state, active, shared, shared_of_client, capacity, clients,
         if mode == TABLE and heap_i[2, 0] == UP_FLOW and _lacks_columns(t_s, sc_f, sc_i):
             return GROW_LINKS
         kind, u = _pop(heap_t, heap_i, sc_i)
-        if kind == STEP_DONE:
-            sc_i[PENDING] = 1
-            return STEP
         if kind == RETRY_EVENT:
             sc_i[PENDING] = 1
-            return RETRY
+            if not compiled:
+                return RETRY
+            srv_i[server.V_RETRY_PENDING], srv_i[server.V_CHANGED] = 0, 1
+            continue
+        if kind == STEP_DONE:
+            sc_i[PENDING] = 1
+            if not compiled:
+                return STEP
+            server.take_finished(sc_i, upd_f, upd_i, out_t, out_i, srv_i, k_all, slots)
+            server.step_done(t_s, upd_i, srv_i, k_all, slots, steps_out)
+            if srv_i[server.V_DONE]:
+                return DONE
+            continue
         if upd_i[u, FINISHED]:
             continue
         k = upd_i[u, CLIENT]
@@ -436,15 +391,18 @@ def _stop_rest(n: int, t_s: float, sc_f, state, active, shared, capacity, upd_f,
 
 
 @njit(cache=True)
-def run(flt, ints, upd_f, upd_i, heap_t, heap_i, logs) -> int:  # pragma: no cover - compiled
-    """`_run` on the packed state (`layout`) and the AR(1) table ``logs``
-    (`fedsim.system.async_links.AR1Table.logs`; any float (2, 1, 1) array
-    when the links are not read from it): launch the handed-over updates,
-    process events until the server or the caller is needed; the code."""
+def run(flt, ints, upd_f, upd_i, heap_t, heap_i, logs, srv_i, srv_f, sel, drop,
+        steps_out) -> int:  # pragma: no cover - compiled
+    """`_run` on the packed state (`fedsim.system.async_layout.layout`), the
+    AR(1) table ``logs`` (`fedsim.system.async_links.AR1Table.logs`; any float
+    (2, 1, 1) array when the links are not read from it) and the compiled
+    server's state (`fedsim.system.async_server`; any arrays of its types
+    with the Python server): launch the handed-over updates, process events
+    until the server or the caller is needed; the code."""
     (sc_f, out_t, state, capacity, clients, sc_i, slot_update, fin, chg, out_i, active, shared, soc,
      row_of) = views(flt, ints)
     return _run(sc_f, sc_i, state, active, shared, soc, capacity, clients, upd_f, upd_i, slot_update, heap_t,
-                heap_i, out_t, out_i, fin, chg, row_of, logs)
+                heap_i, out_t, out_i, fin, chg, row_of, logs, srv_i, srv_f, sel, drop, steps_out)
 
 
 @njit(cache=True)

@@ -143,6 +143,9 @@ class Protocol:
     Its per-update methods (`finish`, `settle`) run once per client update;
     they keep their state in Python lists and floats (`fedsim.system.
     async_record`) and their loops free of attribute look-ups they can hoist.
+    With the compiled event driver, where the selection needs only the idle
+    list, `fedsim.system.async_server` makes the same moves inside the
+    compiled loop (this class then holds the configuration and the results).
     """
 
     def __init__(self, plan: RoundPlan, cfg: AsyncConfig, steps: int, aggregation_s: float, seed: int,
