@@ -55,6 +55,13 @@ def sequential(tmp_path_factory: pytest.TempPathFactory, mnist_root: Path) -> Pa
     return tmp / "out"
 
 
+def test_a_fresh_sequential_run_records_the_threads_that_trained_each_method(sequential: Path) -> None:
+    """The traces a run has just trained carry the checkpoint's meta, so
+    provenance names their torch threads as a run served from the cache does."""
+    provenance = json.loads((sequential / "provenance.json").read_text())
+    assert provenance["training_torch_threads"] == {"original": 1, "hp-fl": 1}
+
+
 def test_parallel_run_gives_the_sequential_tables_byte_for_byte(
         sequential: Path, tiny_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """2 workers x 1 thread: original starts at once beside the pre-training,
@@ -240,6 +247,30 @@ def test_auto_takes_the_faster_measured_configuration_and_caches_the_measurement
     monkeypatch.setattr(threads, "measure", lambda cpus, rounds=3: {"parallel_over_serial": 0.8})
     store.cache_dir().joinpath("machine").rename(tmp_path / "old")
     assert threads.choose("auto", "auto", 5, 1e4, cpus=2).workers == 1  # one process x 2 threads won
+
+
+def test_makespan_counts_the_worker_left_alone_at_the_end() -> None:
+    assert threads.parallel_makespan_s([1.0, 1.0], 2, 2.0) == 1.0  # two equal tasks, perfect scaling
+    assert threads.parallel_makespan_s([3.0, 1.0, 1.0, 1.0], 2, 2.0) == 3.0  # the long task sets it
+    assert threads.parallel_makespan_s([1.0, 1.0, 1.0], 2, 2.0) == 2.0  # the third runs alone
+    assert threads.parallel_makespan_s([1.0, 1.0], 2, 1.0) == 2.0  # no gain: each at half speed
+
+
+def test_auto_stays_sequential_when_the_idle_tail_eats_the_measured_gain(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mobile demo's tasks (pre-training and 4 methods, serial seconds as
+    measured cold on the 2-core machine): at the 1.06x measured there, 2
+    workers would take longer (measured: 25.3 against 23.6 min), so auto stays
+    sequential; at 1.3x the parallel schedule wins."""
+    demo = [135.0, 316.0, 316.0, 316.0, 316.0]
+    monkeypatch.setenv("FEDSIM_CACHE", str(tmp_path / "a"))
+    monkeypatch.setattr(threads, "measure", lambda cpus, rounds=3: {"parallel_over_serial": 1.06})
+    chosen = threads.choose("auto", "auto", 5, sum(demo), cpus=2, task_s=demo)
+    assert chosen.workers == 1 and "estimated 1447 s on 2 workers against 1399 s" in chosen.reason
+    monkeypatch.setenv("FEDSIM_CACHE", str(tmp_path / "b"))
+    monkeypatch.setattr(threads, "measure", lambda cpus, rounds=3: {"parallel_over_serial": 1.3})
+    chosen = threads.choose("auto", "auto", 5, sum(demo), cpus=2, task_s=demo)
+    assert (chosen.workers, chosen.threads) == (2, 1) and "estimated 1180 s" in chosen.reason
 
 
 def test_parallel_section_is_validated_with_its_key_path(tiny_path: Path) -> None:

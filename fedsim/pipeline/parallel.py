@@ -385,7 +385,8 @@ def run_parallel(scenario: Scenario, base_dir: Path | None, policy: RunPolicy, *
         return choose(wanted, spec.threads, len(scenario.methods) + 1, whole_s).describe()
     tasks, done = plan_tasks(scenario, base_dir, reference_model)
     work_s = sum(sum(t.costs_s.values()) for t in tasks)
-    schedule = choose(wanted, spec.threads, len(tasks), work_s)
+    schedule = choose(wanted, spec.threads, len(tasks), work_s,
+                      task_s=[sum(t.costs_s.values()) for t in tasks])
     described = schedule.describe()
     if schedule.workers <= 1 or not tasks:
         return described

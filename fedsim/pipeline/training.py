@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -290,6 +291,7 @@ def train_stage(scenario: Scenario, label: str, start_params: Any, mask: Mask, d
     saver.finish()
     if bar is not None:  # stopped early (targets reached): the rest is not needed
         bar.skip("train", (wanted - (saver.records[-1].round_num if saver.records else done)) * round_s)
+    new = replace(new, meta={**new.meta, **meta})  # as the checkpoint holds it (threads, device)
     return new if trace is None else trace.concat(new)
 
 
