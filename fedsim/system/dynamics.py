@@ -106,7 +106,7 @@ class AR1Series(LinkSeries):
         self._rng: dict[int, np.random.Generator] = {}
         self._row_of: np.ndarray | None = None  # the dense table of `breakpoints` (rows: clients)
         self._table = np.zeros((0, 0))  # storage: rows x columns used are _rows x _cols
-        self._factor = np.zeros((0, 0))  # exp(_table), the same shape
+        self._factor = np.zeros((0, 0))  # exp(_table), the same shape; NaN until a listing needs it
         self._rows = self._cols = 0  # rows used; intervals drawn (0 .. _cols - 1)
         self._base = 0  # the interval in the table's column 0
         self._row_client: list[int] = []
@@ -148,7 +148,9 @@ class AR1Series(LinkSeries):
         the log factors come from a dense table (one row per client asked for
         so far, whole chunks of intervals, the AR(1) recursion run over all
         rows at once: the same values as `log_factors`), exponentiated once
-        per interval into a second table that the listing reads."""
+        per interval, by the listing, the first time it lists the interval
+        (most intervals of a client's downlink fall in rounds' compute and
+        upload phases and are never listed), into a second table."""
         from fedsim.system.jitlinks import ar1_breakpoints  # numba: only where the fast engine runs
 
         clients = np.asarray(clients, dtype=np.int64)
@@ -163,7 +165,7 @@ class AR1Series(LinkSeries):
                          max(last, math.floor((t0_s + latest) / step) + 2) + 1)
         # t0_s as a float: SimPy's clock starts at the int 0, and an int would compile a second specialisation
         return LinkBreakpoints(*ar1_breakpoints(self._row_of[clients], self.base_bps[clients], start, float(t0_s),
-                                                step, int(last), self._factor, self._base))
+                                                step, int(last), self._factor, self._base, self._table))
 
     def _dense_logs(self, clients: np.ndarray, low: int, count: int) -> None:
         """Make the dense table hold rows for ``clients`` and intervals
@@ -180,7 +182,8 @@ class AR1Series(LinkSeries):
             self._row_of = np.full(self.base_bps.size, -1, dtype=np.int64)
         if low < self._base:
             self._restart()
-        new = np.unique(clients[self._row_of[clients] < 0])
+        missing = self._row_of[clients] < 0
+        new = np.unique(clients[missing]) if missing.any() else missing[:0]  # most rounds: no new client
         if new.size:
             first = self._rows
             self._reserve(first + new.size, self._cols - self._base)
@@ -237,12 +240,12 @@ class AR1Series(LinkSeries):
         the window holds interval ``col - 1`` unless ``col`` is 0) and their
         factors exp(X)."""
         # numba: only where the fast engine runs
-        from fedsim.system.jitlinks import ar1_chunk, ar1_exp
+        from fedsim.system.jitlinks import ar1_chunk
 
         at = col - self._base  # > 0 unless col is 0: ar1_chunk reads the interval before from the table
         step = math.sqrt(1.0 - self.rho * self.rho) * self.sigma
         ar1_chunk(self._table[first:stop], at, self._draw(first, stop), self.rho, step, self.sigma)
-        ar1_exp(self._table, self._factor, first, stop, at, _CHUNK)
+        self._factor[first:stop, at:at + _CHUNK] = np.nan  # exp(X) when first listed (`breakpoints`)
 
     def _catch_up(self, first: int) -> None:
         """Rows ``first:`` (new clients) drawn from interval 0 up to the
@@ -250,7 +253,7 @@ class AR1Series(LinkSeries):
         by chunk in a scratch table whose column 0 carries the chunk before's
         last value, so every value is the one `_fill` would have made."""
         # numba: only where the fast engine runs
-        from fedsim.system.jitlinks import ar1_chunk, ar1_exp
+        from fedsim.system.jitlinks import ar1_chunk
 
         stop = self._rows
         step = math.sqrt(1.0 - self.rho * self.rho) * self.sigma
@@ -265,7 +268,7 @@ class AR1Series(LinkSeries):
             if lo < col + _CHUNK:
                 self._table[first:stop, lo - self._base: col + _CHUNK - self._base] = chunk[:, lo - col:]
         if self._cols:
-            ar1_exp(self._table, self._factor, first, stop, 0, self._cols - self._base)
+            self._factor[first:stop, : self._cols - self._base] = np.nan  # exp(X) when first listed
 
 
 class TraceSeries(LinkSeries):

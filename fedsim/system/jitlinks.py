@@ -4,9 +4,10 @@
 dense table (a window of intervals); `ar1_chunk` extends it by a chunk of
 intervals (the recursion ``x_{j+1} = rho x_j + sqrt(1 - rho^2) sigma
 eps_{j+1}`` over all rows, the same float operations as the scalar
-`AR1Series.log_factors`), `ar1_exp` stores each new interval's factor exp(X)
-once, and `ar1_breakpoints` lists a batch's links over a round's window as
-the CSR breakpoints the compiled event loop reads (`fedsim.system.jitloop`).
+`AR1Series.log_factors`), and `ar1_breakpoints` lists a batch's links over a
+round's window as the CSR breakpoints the compiled event loop reads
+(`fedsim.system.jitloop`), computing an interval's factor exp(X) the first
+time it lists it (`ar1_exp`: a whole block at once, unused by the engine).
 These were numpy loops with one call per interval or a dozen calls per batch;
 here they are plain loops. `queue_finish` bounds a batch's length from its
 shared links for `fedsim.system.fastnet`'s horizon guess. The model and its sources: `fedsim.system.dynamics`
@@ -52,10 +53,12 @@ def ar1_exp(table: np.ndarray, factor: np.ndarray, first: int, stop: int, col: i
 
 @njit(cache=True)
 def ar1_breakpoints(rows: np.ndarray, base_bps: np.ndarray, start_s: np.ndarray, t0_s: float, step_s: float,
-                    last: int, factor: np.ndarray, col0: int):  # pragma: no cover - compiled
+                    last: int, factor: np.ndarray, col0: int, table: np.ndarray):  # pragma: no cover - compiled
     """The breakpoints of AR(1) links (`fedsim.system.dynamics.AR1Series`)
     for flows starting ``start_s`` after ``t0_s``: flow i (its client's
-    factors ``exp(X_j)`` in ``factor[rows[i], j - col0]`` (`ar1_exp`), median
+    factors ``exp(X_j)`` in ``factor[rows[i], j - col0]``, computed from
+    ``table[rows[i], j - col0]`` (X) with `ar1_exp`'s ``math.exp`` where
+    still NaN, i.e. the first time an interval is listed), median
     ``base_bps[i]``) lists the
     interval j_i holding ``t0_s + start_s[i]`` (the next one where the offset
     rounds to just before its change, as `AR1Series.segment` answers twice),
@@ -83,7 +86,11 @@ def ar1_breakpoints(rows: np.ndarray, base_bps: np.ndarray, start_s: np.ndarray,
         j = first[i]
         for k in range(offsets[i], offsets[i + 1]):
             times[k] = start_s[i] if k == offsets[i] else j * step_s - t0_s
-            cap[k] = base_bps[i] * factor[rows[i], j - col0]
+            f = factor[rows[i], j - col0]
+            if f != f:  # not listed before: exp(X) once, kept for the next listings
+                f = math.exp(table[rows[i], j - col0])
+                factor[rows[i], j - col0] = f
+            cap[k] = base_bps[i] * f
             j += 1
         tail[i] = j * step_s - t0_s
     return offsets, times, cap, tail

@@ -27,27 +27,29 @@ the shared link of the smallest water level freezes its flows, the others'
 residuals and levels are updated, again until no link can saturate) with two
 changes that keep its numbers and take out its per-call sorting and scans:
 each shared link keeps its flows in a list built once per batch, and that
-list is kept sorted by cap (insertion sort, O(m) when one cap changed since
-the last reallocation), so a water level is one pass over the link's members
-instead of a gather and a sort of the running flows. Two shapes take a
-shorter way with the same float operations: one shared link for every flow
+list is sorted by cap when read (insertion sort, O(m) when one cap changed
+since it was last sorted), so a water level is one pass over the link's
+members instead of a gather and a sort of the running flows. Two shapes take
+a shorter way with the same float operations: one shared link for every flow
 (one water level), and the cells' two-level paths ``[server, cell or -1]``
-(`fedsim.system.jitfill.allocate_two_level`: scratch kept per batch, only the
-server's level walked again after a cell freezes).
+(`fedsim.system.jitfill.fill_two_level`: scratch kept per batch, only the
+server's level walked again after a cell freezes). On these two shapes a
+list is sorted only when its order is needed (`fedsim.system.jitfill`, "Lazy
+sorting"): a walk's first step needs only the smallest cap.
 
-Between two reallocations the running flows are exactly ``run[:count]``
-(the reallocation lists them in index order), so the scans of an instant
-(the next change, the bytes sent, the booked completion, the changes due)
-walk those flows only, not all n. Passing arrays to a compiled helper costs
+The running flows are always ``run[:count]``, in index order (a flow that
+ends leaves it in the completion's pass, one that starts is inserted), so
+the scans of an instant walk those flows only, not all n; the closest flow
+of a rounding sliver (a division per flow) is sought only if none ended. Passing arrays to a compiled helper costs
 an atomic reference-count increment and decrement per array and call, which
 `perf` put at about a fifth of the loop's time: the per-flow steps of an
 instant (a client link's next change, marking its links' member lists for
 sorting) are written out in the loop, and the per-reallocation helpers
-(`_sort_members`, `fedsim.system.jitfill`'s `level` and
-`allocate_two_level`) are inlined by numba (``inline="always"``), which
-removes some of the counting (`fedsim.system.jitfill`, "Inlining"). Both
-were issue 15's speed work and leave every number as it was
-(tests/test_sync_speed_digests.py).
+(`_sort_members`, `fedsim.system.jitfill`'s `level_from` and
+`fill_two_level`) are inlined by numba (``inline="always"``), which
+removes some of the counting (`fedsim.system.jitfill`, "Inlining"). All of
+this was issue 15's speed work and leaves every number as it was
+(tests/test_sync_speed_digests.py, tests/test_cells_speed_lazy.py).
 
 Events at one instant are thus coalesced into one reallocation, exactly as
 the SimPy engine folds them into one zero-delay event. Model and sources:
@@ -72,7 +74,14 @@ import math
 import numpy as np
 from numba import njit
 
-from fedsim.system.jitfill import allocate_two_level, level, next_bottleneck, two_level_server
+from fedsim.system.jitfill import (
+    fill_two_level,
+    level,
+    level_from,
+    next_bottleneck,
+    sort_link,
+    two_level_server,
+)
 
 __all__ = ["BAD_NEXT", "NEED_HORIZON", "OK", "schedule_loop"]
 
@@ -82,7 +91,6 @@ OK, NEED_HORIZON, BAD_NEXT = 0, 1, 2
 _INF = math.inf
 _BITS_PER_BYTE = 8.0
 _DONE_RTOL = 1e-9  # as in fedsim.system.network: a flow within this share of its size is done
-_GAPS = (701, 301, 132, 57, 23, 10, 4, 1)
 
 
 @njit(cache=True)
@@ -152,6 +160,7 @@ def schedule_loop(start_s: np.ndarray, size_bytes: np.ndarray, order: np.ndarray
     live = np.zeros(capacity_bps.size, dtype=np.bool_)
     fill_total = np.zeros(capacity_bps.size)
     fill_unbounded = np.zeros(capacity_bps.size, dtype=np.int64)
+    fill_smallest = np.empty(capacity_bps.size)
     rows = 4 * n + 16
     event_s = np.empty(rows)
     event_sent = np.empty((rows, n))
@@ -160,7 +169,7 @@ def schedule_loop(start_s: np.ndarray, size_bytes: np.ndarray, order: np.ndarray
     next_start = 0
     last_s = 0.0
     booked = _INF
-    count = 0  # the running flows: run[:count], in index order (rebuilt at every reallocation)
+    count = 0  # the running flows: run[:count], in index order (kept as flows start and end)
     for i in range(n):  # the entries must increase: what the SimPy engine checks at every change
         for k in range(bp_off[i] + 1, bp_off[i + 1]):
             if not bp_s[k] > bp_s[k - 1]:
@@ -182,35 +191,44 @@ def schedule_loop(start_s: np.ndarray, size_bytes: np.ndarray, order: np.ndarray
                 if change_at[i] == t and pos[i] + 1 >= bp_off[i + 1]:
                     return NEED_HORIZON, i, t, end, sent, last_s, events, event_s, event_sent, event_rate
         if t > last_s:  # integrate what the running flows sent since the last instant
-            for r in range(count):  # run[:count] are the active flows until the next reallocation
+            for r in range(count):
                 i = run[r]
                 sent[i] += rate[i] / _BITS_PER_BYTE * (t - last_s)
             last_s = t
         request = False
         if t == booked:  # the booked completion: flows within rounding of their size end
             booked = _INF
-            finished = 0
-            closest = -1
-            closest_s = _INF
-            for r in range(count):  # in index order: the closest flow on ties is the lowest index
+            kept = 0
+            for r in range(count):  # those that end leave run (its index order kept) with rate 0
                 i = run[r]
-                if active[i]:
-                    left = size_bytes[i] - sent[i]
-                    if left <= _DONE_RTOL * size_bytes[i] or rate[i] == _INF:
-                        active[i] = False
-                        sent[i] = size_bytes[i]
-                        end[i] = t
-                        change_at[i] = _INF
-                        finished += 1
-                    else:
-                        wait = left * _BITS_PER_BYTE / rate[i] if rate[i] > 0.0 else _INF
-                        if closest < 0 or wait < closest_s:
-                            closest, closest_s = i, wait
-            if finished == 0 and closest >= 0:  # rounding left a sliver: finish the closest flow
-                active[closest] = False
-                sent[closest] = size_bytes[closest]
-                end[closest] = t
-                change_at[closest] = _INF
+                left = size_bytes[i] - sent[i]
+                if left <= _DONE_RTOL * size_bytes[i] or rate[i] == _INF:
+                    active[i] = False
+                    sent[i] = size_bytes[i]
+                    end[i] = t
+                    change_at[i] = _INF
+                    rate[i] = 0.0
+                else:
+                    run[kept] = i
+                    kept += 1
+            if kept == count and count:  # rounding left a sliver: finish the closest flow
+                closest = -1
+                closest_s = _INF
+                for r in range(count):  # in index order: the closest flow on ties is the lowest index
+                    i = run[r]
+                    wait = (size_bytes[i] - sent[i]) * _BITS_PER_BYTE / rate[i] if rate[i] > 0.0 else _INF
+                    if closest < 0 or wait < closest_s:
+                        closest, closest_s = r, wait
+                i = run[closest]
+                active[i] = False
+                sent[i] = size_bytes[i]
+                end[i] = t
+                change_at[i] = _INF
+                rate[i] = 0.0
+                for r in range(closest, count - 1):
+                    run[r] = run[r + 1]
+                kept -= 1
+            count = kept
             request = True
         if t_change == t:  # client links that change now (finished flows no longer listen)
             for r in range(count):
@@ -239,31 +257,40 @@ def schedule_loop(start_s: np.ndarray, size_bytes: np.ndarray, order: np.ndarray
                 end[i] = t
                 continue
             active[i] = True
+            r = count  # into run, in index order
+            while r > 0 and run[r - 1] > i:
+                run[r] = run[r - 1]
+                r -= 1
+            run[r] = i
+            count += 1
             nxt = bp_s[k + 1] if k + 1 < bp_off[i + 1] else tail_s[i]
             change_at[i] = nxt if nxt <= until_s else _INF
             request = True
         if not request:
             continue
-        # one reallocation at this instant; book the next completion
-        count = 0
-        for i in range(n):
-            rate[i] = 0.0
-            if active[i]:
-                run[count] = i
-                count += 1
+        # one reallocation at this instant (the running flows are run[:count]); book the next completion
         if count and single >= 0:  # every path is this one shared link: one water level
-            _sort_members(link_off, link_flows, cap, dirty)
             members_left[single] = count
             total = 0.0
+            smallest = _INF
             for r in range(count):
-                total += cap[run[r]]
-            water = level(single, cap, active, members_left, total, capacity_bps, link_off, link_flows)
+                c = cap[run[r]]
+                total += c
+                if c < smallest or c != c:
+                    smallest = c
+            room = max(capacity_bps[single], 0.0)  # level_from's first step written out (no call: jitfill)
+            if not total > room:
+                water = _INF
+            elif room / count <= smallest:
+                water = room / count
+            else:
+                water = level_from(single, cap, active, members_left, total, smallest, capacity_bps, link_off,
+                                   link_flows, dirty)
             for r in range(count):
                 rate[run[r]] = min(cap[run[r]], water)
         elif count and server >= 0:
-            _sort_members(link_off, link_flows, cap, dirty)
-            allocate_two_level(run, count, server, shared_of, cap, capacity_bps, link_off, link_flows, rate, unfrozen,
-                               members_left, residual, levels, live, fill_total, fill_unbounded)
+            fill_two_level(run, count, server, shared_of, cap, capacity_bps, link_off, link_flows, dirty, rate,
+                           unfrozen, members_left, residual, levels, live, fill_total, fill_unbounded, fill_smallest)
         elif count:
             _sort_members(link_off, link_flows, cap, dirty)
             _allocate(run[:count], cap, active, shared_of, capacity_bps, link_off, link_flows, rate, unfrozen,
@@ -273,9 +300,11 @@ def schedule_loop(start_s: np.ndarray, size_bytes: np.ndarray, order: np.ndarray
             event_sent = _grow(event_sent)
             event_rate = _grow(event_rate)
         event_s[events] = t
+        sent_row = event_sent[events]  # through row views: about a quarter less time than 2-D indexing
+        rate_row = event_rate[events]
         for i in range(n):  # element by element: a row assignment takes numba seconds to compile
-            event_sent[events, i] = sent[i]
-            event_rate[events, i] = rate[i]
+            sent_row[i] = sent[i]
+            rate_row[i] = rate[i]
         events += 1
         booked = _INF  # this reallocation supersedes the completion booked before (SimPy: a stale version)
         wait_s = _INF
@@ -331,25 +360,10 @@ def _named_before(shared_of: np.ndarray, i: int, j: int) -> bool:  # pragma: no 
 @njit(cache=True, inline="always")
 def _sort_members(link_off: np.ndarray, link_flows: np.ndarray, cap: np.ndarray,
                   dirty: np.ndarray) -> None:  # pragma: no cover - compiled
-    """Sort the member lists of the links with changed caps by cap: an
-    insertion sort after a few changes (O(m) each), a Shell sort after many
-    (every client link changing on the AR(1) grid; Ciura, "Best increments
-    for the average case of Shellsort", FCT 2001)."""
+    """Sort the member lists of the links with changed caps by cap
+    (`fedsim.system.jitfill.sort_link`; the general allocator's paths)."""
     for link in range(dirty.size):
-        if dirty[link] == 0:
-            continue
-        start, stop = link_off[link], link_off[link + 1]
-        for gap in _GAPS:  # Shell sort with Ciura's gaps; after a few changes only the last, insertion, pass
-            if gap > 1 and (dirty[link] <= 8 or gap >= stop - start):
-                continue
-            for a in range(start + gap, stop):
-                flow = link_flows[a]
-                b = a - gap
-                while b >= start and cap[link_flows[b]] > cap[flow]:
-                    link_flows[b + gap] = link_flows[b]
-                    b -= gap
-                link_flows[b + gap] = flow
-        dirty[link] = 0
+        sort_link(link, link_off, link_flows, cap, dirty)
 
 
 @njit(cache=True)
