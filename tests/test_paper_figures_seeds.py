@@ -5,32 +5,15 @@ extended later appears with no change to the code. Seconds, no cache."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+from paper_script import TABLES, common, figures, script, traces
 
-ROOT = Path(__file__).resolve().parent.parent
-TABLES = ROOT / "reports" / "paper" / "tables"
+from fedsim.report import style
 
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("paper_tables", ROOT / "scripts" / "paper_tables.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["paper_tables"] = module
-    spec.loader.exec_module(module)  # puts scripts/ on sys.path: `paper` imports
-    return module
-
-
-script = _load_script()
-from paper import figures, traces  # noqa: E402
-from paper.common import CPU_RUN  # noqa: E402
-
-from fedsim.report import style  # noqa: E402
+CPU_RUN = common.CPU_RUN
 
 TABLE_I = "Table I: dense, and pruned to P_R 0.107"
 TABLE_II = "Table II: pruned to P_R 0.41 and 0.21"

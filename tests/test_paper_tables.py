@@ -4,30 +4,14 @@ reports/paper/tables recomputed from the committed per-round traces
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from paper_script import ROOT, TABLES, common, figures, script, traces
 
-ROOT = Path(__file__).resolve().parent.parent
-TABLES = ROOT / "reports" / "paper" / "tables"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("paper_tables", ROOT / "scripts" / "paper_tables.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["paper_tables"] = module
-    spec.loader.exec_module(module)  # puts scripts/ on sys.path: `paper` imports
-    return module
-
-
-script = _load_script()
-from paper import figures, traces  # noqa: E402
-from paper.common import longest, longest_curves  # noqa: E402
+longest, longest_curves = common.longest, common.longest_curves
 
 
 @pytest.fixture(scope="module")
