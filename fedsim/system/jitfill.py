@@ -62,26 +62,13 @@ import math
 import numpy as np
 from numba import njit
 
+from fedsim.system.jitnet import next_bottleneck
+
 __all__ = ["allocate_two_level", "fill_two_level", "level", "level_from", "next_bottleneck", "sort_link",
            "two_level_server"]
 
 _INF = math.inf
 _GAPS = (701, 301, 132, 57, 23, 10, 4, 1)  # Ciura's gaps (`sort_link`)
-
-
-@njit(cache=True, inline="always")
-def next_bottleneck(live: np.ndarray, levels: np.ndarray) -> tuple[int, float]:  # pragma: no cover - compiled
-    """The next link progressive filling freezes: the first live link of the
-    smallest water level, and that level; (-1, inf) when none is live.
-    `fedsim.system.jitnet.next_bottleneck`, inlined into its callers (see
-    "Inlining" in the module docstring)."""
-    best = -1
-    best_level = _INF
-    for link in range(levels.size):
-        if live[link] and (best < 0 or levels[link] < best_level):
-            best = link
-            best_level = levels[link]
-    return best, best_level
 
 
 @njit(cache=True)

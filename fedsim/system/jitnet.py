@@ -58,12 +58,13 @@ def water_level(caps: np.ndarray, capacity_bps: float) -> float:  # pragma: no c
     return capacity_bps / n  # unreachable but for NaN caps (numpy's argmax of none: the first level)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def next_bottleneck(live: np.ndarray, levels: np.ndarray) -> tuple[int, float]:  # pragma: no cover - compiled
     """The next link progressive filling freezes: the first live link of the
     smallest water level, and that level; (-1, inf) when none is live. Shared
     by the allocators here, in `fedsim.system.jitloop` and in
-    `fedsim.system.jitfill`."""
+    `fedsim.system.jitfill`, and inlined into them (numba ``inline="always"``:
+    no array reference counts per call, `fedsim.system.jitfill` "Inlining")."""
     best = -1
     best_level = _INF
     for link in range(levels.size):
