@@ -81,6 +81,27 @@ def tiny_path(mnist_root: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def make_test_set():
+    """A factory of random test sets, ``make_test_set(n)``: ``n`` flattened
+    28x28 float32 images in [0, 1) and labels 0-9 (seed 1), as torch tensors."""
+
+    def make(n: int):
+        import torch
+
+        gen = np.random.default_rng(1)
+        return torch.from_numpy(gen.random((n, 784), dtype=np.float32)), torch.from_numpy(gen.integers(0, 10, n))
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def test_set(make_test_set):
+    """50 random test images (`make_test_set`): the trainer tests' test set
+    (a module that needs another defines its own ``test_set``)."""
+    return make_test_set(50)
+
+
+@pytest.fixture(scope="session")
 def make_clients():
     """A factory of small synthetic client datasets, ``make_clients(sizes,
     learnable=False)``: client i holds ``sizes[i]`` 28x28 uint8 images with

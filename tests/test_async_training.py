@@ -31,12 +31,6 @@ def clients(make_clients) -> ClientData:
 
 
 @pytest.fixture(scope="module")
-def test_set() -> tuple[torch.Tensor, torch.Tensor]:
-    gen = np.random.default_rng(1)
-    return torch.from_numpy(gen.random((50, 784), dtype=np.float32)), torch.from_numpy(gen.integers(0, 10, 50))
-
-
-@pytest.fixture(scope="module")
 def theta0() -> Params:
     return encoder(init_dae("glorot_uniform", 3))
 

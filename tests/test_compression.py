@@ -37,9 +37,8 @@ def clients(make_clients) -> ClientData:
 
 
 @pytest.fixture(scope="module")
-def test_set() -> tuple[torch.Tensor, torch.Tensor]:
-    gen = np.random.default_rng(1)
-    return torch.from_numpy(gen.random((20, 784), dtype=np.float32)), torch.from_numpy(gen.integers(0, 10, 20))
+def test_set(make_test_set) -> tuple[torch.Tensor, torch.Tensor]:
+    return make_test_set(20)
 
 
 @pytest.fixture(scope="module")
