@@ -169,6 +169,14 @@ def _end(u: int, t_s: float, reason: int, sc_i, upd_i, out_t, out_i) -> None:  #
 @njit(cache=True)
 def _cut(u: int, t_s: float, reason: int, sc_f, sc_i, state, active, shared, capacity, upd_f, upd_i,
          out_t, out_i) -> None:  # pragma: no cover
+    _stop_flows_of(u, t_s, sc_f, state, active, shared, capacity, upd_f, upd_i)
+    _end(u, t_s, reason, sc_i, upd_i, out_t, out_i)
+
+
+@njit(cache=True)
+def _stop_flows_of(u: int, t_s: float, sc_f, state, active, shared, capacity, upd_f, upd_i) -> None:  # pragma: no cover
+    """Stop update ``u``'s flows at ``t_s``: the bytes each sent by then (an
+    upload not started yet sent none)."""
     slot = upd_i[u, SLOT]
     if math.isnan(upd_f[u, DOWN_BYTES]):
         upd_f[u, DOWN_BYTES] = _stop_flow(0, slot, t_s, sc_f, state, active, shared, capacity)
@@ -177,7 +185,6 @@ def _cut(u: int, t_s: float, reason: int, sc_f, sc_i, state, active, shared, cap
             upd_f[u, UP_BYTES] = _stop_flow(1, slot, t_s, sc_f, state, active, shared, capacity)
         else:
             upd_f[u, UP_BYTES] = 0.0
-    _end(u, t_s, reason, sc_i, upd_i, out_t, out_i)
 
 
 @njit(cache=True)
@@ -378,16 +385,8 @@ def _run(sc_f, sc_i, state, active, shared, shared_of_client, capacity, clients,
 def _stop_rest(n: int, t_s: float, sc_f, state, active, shared, capacity, upd_f, upd_i) -> None:  # pragma: no cover
     """`Events.cut_all`'s flows: the bytes of the updates still running at ``t_s``."""
     for u in range(n):
-        if upd_i[u, FINISHED]:
-            continue
-        slot = upd_i[u, SLOT]
-        if math.isnan(upd_f[u, DOWN_BYTES]):
-            upd_f[u, DOWN_BYTES] = _stop_flow(0, slot, t_s, sc_f, state, active, shared, capacity)
-        if math.isnan(upd_f[u, UP_BYTES]):
-            if upd_f[u, FLOW_UP_START] <= t_s:
-                upd_f[u, UP_BYTES] = _stop_flow(1, slot, t_s, sc_f, state, active, shared, capacity)
-            else:
-                upd_f[u, UP_BYTES] = 0.0
+        if not upd_i[u, FINISHED]:
+            _stop_flows_of(u, t_s, sc_f, state, active, shared, capacity, upd_f, upd_i)
 
 
 @njit(cache=True)
