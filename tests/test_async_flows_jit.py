@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from async_systems import base_system, maybe_cells
 
 from fedsim import seeding
 from fedsim.system import Payload, SystemConfig
@@ -122,19 +123,8 @@ def reference_driver(protocol, system, seed, base_dir):
 def random_system(case, tmp_path):
     stream = seeding.rng(case, "loop-case")
     k = int(stream.integers(3, 30))
-    raw = {
-        "clients": {"downlink": {"dist": "lognormal", "median": "20 Mbps", "sigma": 0.7},
-                    "uplink": {"dist": "lognormal", "median": "5 Mbps", "sigma": 0.7},
-                    "rtt": {"dist": "uniform", "low": "0 ms", "high": "150 ms"},
-                    "speed": {"dist": "uniform", "low": 0.3, "high": 3.0}},
-        "server": {"aggregation": f"{float(stream.choice([0.0, 0.5]))} s",
-                   "downlink": str(stream.choice(["inf", "40 Mbps", "200 Mbps"])),
-                   "uplink": str(stream.choice(["inf", "10 Mbps", "50 Mbps"]))},
-        "rounds": {"dropout": float(stream.choice([0.0, 0.2]))},
-    }
-    if stream.random() < 0.5:
-        raw["cells"] = {f"c{c}": {"capacity_down": "30 Mbps", "capacity_up": "8 Mbps"}
-                        for c in range(int(stream.integers(1, 4)))}
+    raw = base_system(stream, ["inf", "40 Mbps", "200 Mbps"], ["inf", "10 Mbps", "50 Mbps"], [0.0, 0.2])
+    maybe_cells(stream, raw, 0.5)
     dynamics = stream.random()
     if dynamics < 0.35:
         raw["clients"]["dynamics"] = {"model": "lte"}

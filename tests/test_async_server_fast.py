@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+from async_systems import base_system, maybe_cells
 
 from fedsim import seeding
 from fedsim.bench.system import bench_system, dynamic_system
@@ -46,19 +47,8 @@ def random_system(case: int):
     staleness limit, first-download extra bytes."""
     stream = seeding.rng(case, "server-fast-case")
     k = int(stream.integers(3, 30))
-    raw = {
-        "clients": {"downlink": {"dist": "lognormal", "median": "20 Mbps", "sigma": 0.7},
-                    "uplink": {"dist": "lognormal", "median": "5 Mbps", "sigma": 0.7},
-                    "rtt": {"dist": "uniform", "low": "0 ms", "high": "150 ms"},
-                    "speed": {"dist": "uniform", "low": 0.3, "high": 3.0}},
-        "server": {"aggregation": f"{float(stream.choice([0.0, 0.5]))} s",
-                   "downlink": str(stream.choice(["inf", "40 Mbps", "200 Mbps"])),
-                   "uplink": str(stream.choice(["inf", "10 Mbps", "50 Mbps"]))},
-        "rounds": {"dropout": float(stream.choice([0.0, 0.2]))},
-    }
-    if stream.random() < 0.3:
-        raw["cells"] = {f"c{c}": {"capacity_down": "30 Mbps", "capacity_up": "8 Mbps"}
-                        for c in range(int(stream.integers(1, 4)))}
+    raw = base_system(stream, ["inf", "40 Mbps", "200 Mbps"], ["inf", "10 Mbps", "50 Mbps"], [0.0, 0.2])
+    maybe_cells(stream, raw, 0.3)
     if stream.random() < 0.3:
         raw["clients"]["dynamics"] = {"model": "lte"}
     if stream.random() < 0.3:

@@ -9,6 +9,7 @@ selection needs more than the idle list."""
 import numpy as np
 import pandas as pd
 import pytest
+from async_systems import base_system, maybe_cells
 
 from fedsim import seeding
 from fedsim.bench.system import bench_system, dynamic_system
@@ -51,19 +52,8 @@ def assert_same(fast, slow):
 def random_case(case: int):
     stream = seeding.rng(case, "speed-server-case")
     k = int(stream.integers(3, 40))
-    raw = {
-        "clients": {"downlink": {"dist": "lognormal", "median": "20 Mbps", "sigma": 0.7},
-                    "uplink": {"dist": "lognormal", "median": "5 Mbps", "sigma": 0.7},
-                    "rtt": {"dist": "uniform", "low": "0 ms", "high": "150 ms"},
-                    "speed": {"dist": "uniform", "low": 0.3, "high": 3.0}},
-        "server": {"aggregation": f"{float(stream.choice([0.0, 0.5]))} s",
-                   "downlink": str(stream.choice(["40 Mbps", "200 Mbps"])),
-                   "uplink": str(stream.choice(["10 Mbps", "50 Mbps"]))},
-        "rounds": {"dropout": float(stream.choice([0.0, 0.3]))},
-    }
-    if stream.random() < 0.4:
-        raw["cells"] = {f"c{c}": {"capacity_down": "30 Mbps", "capacity_up": "8 Mbps"}
-                        for c in range(int(stream.integers(1, 4)))}
+    raw = base_system(stream, ["40 Mbps", "200 Mbps"], ["10 Mbps", "50 Mbps"], [0.0, 0.3])
+    maybe_cells(stream, raw, 0.4)
     if stream.random() < 0.4:
         raw["clients"]["dynamics"] = {"model": "lte"}
     if stream.random() < 0.4:
