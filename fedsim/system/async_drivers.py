@@ -328,6 +328,13 @@ class CompiledEvents(_Driver):
             heap_t[:self.heap_t.size], heap_i[:, :self.heap_t.size] = self.heap_t, self.heap_i
             self.heap_t, self.heap_i = heap_t, heap_i
 
+    def grow_links(self) -> None:
+        """More AR(1) columns for the loop (`async_loop.GROW_LINKS`): grow the
+        table, and hand the loop its logs and new width."""
+        self.table.grow(int(self.sc_i[lay.NEED_COLS]))  # type: ignore[union-attr]
+        self.logs = self.table.logs  # type: ignore[union-attr]
+        self.sc_i[lay.N_COLS] = self.table.cols  # type: ignore[union-attr]
+
     def push(self, t_s: float, kind: int, u: int, prio: int = 0) -> None:
         """`Protocol.push` on the compiled heap."""
         self.room()
@@ -424,9 +431,7 @@ class CompiledEvents(_Driver):
             elif code == lay.GROW:
                 self.room()
             elif code == lay.GROW_LINKS:
-                self.table.grow(int(sc_i[lay.NEED_COLS]))  # type: ignore[union-attr]
-                self.logs = self.table.logs  # type: ignore[union-attr]
-                sc_i[lay.N_COLS] = self.table.cols  # type: ignore[union-attr]
+                self.grow_links()
             else:
                 raise ValueError("asynchronous schedule: nothing left to happen before the last step")
         return t_s

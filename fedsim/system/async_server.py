@@ -291,9 +291,7 @@ def run_compiled(driver: CompiledEvents, protocol: Protocol) -> float:
         elif code == lay.GROW:
             driver.room()
         elif code == lay.GROW_LINKS:
-            driver.table.grow(int(sc_i[lay.NEED_COLS]))  # type: ignore[union-attr]
-            driver.logs = driver.table.logs  # type: ignore[union-attr]
-            sc_i[lay.N_COLS] = driver.table.cols  # type: ignore[union-attr]
+            driver.grow_links()
         elif code == lay.NO_CLIENT:
             raise ValueError("asynchronous schedule: no client reachable in 100,000 tries")
         elif code == lay.NO_STEP:
